@@ -1,0 +1,71 @@
+# stsbind: `make demo` runs the product locally, `make test` runs every test.
+
+SHELL := /usr/bin/env bash -o pipefail
+.SHELLFLAGS := -ec
+
+LOCALBIN ?= $(CURDIR)/bin
+CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
+CONTROLLER_TOOLS_VERSION ?= v0.23.0
+
+GO_TEST_FLAGS ?= -timeout 25m
+
+.PHONY: all
+all: build
+
+##@ General
+
+.PHONY: help
+help: ## Show the targets.
+	@awk 'BEGIN {FS = ":.*##"; printf "Usage: make <target>\n"} /^[a-zA-Z_0-9-]+:.*?##/ { printf "  %-18s %s\n", $$1, $$2 } /^##@/ { printf "\n%s\n", substr($$0, 5) }' $(MAKEFILE_LIST)
+
+##@ Development
+
+.PHONY: manifests
+manifests: controller-gen ## Generate the CRD, RBAC and webhook configuration from the markers.
+	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+
+.PHONY: generate
+generate: controller-gen ## Generate deepcopy code from the markers.
+	$(CONTROLLER_GEN) object:headerFile="hack/boilerplate.go.txt" paths="./..."
+
+.PHONY: fmt
+fmt: ## Run go fmt.
+	go fmt ./...
+
+.PHONY: vet
+vet: ## Run go vet.
+	go vet ./...
+
+.PHONY: verify-generated
+verify-generated: manifests generate ## In CI, fail when the markers generate something other than what is committed.
+	@if [[ "$${CI:-}" == "true" ]] && git rev-parse --git-dir >/dev/null 2>&1; then \
+	  if ! git diff --exit-code -- config api; then \
+	    echo "generated files differ from the markers: run 'make manifests generate' and commit" >&2; exit 1; \
+	  fi; \
+	fi
+
+.PHONY: envtest
+envtest: ## Build or reuse the kube-apiserver, etcd and kubectl binaries for envtest (cached in the user cache dir).
+	@hack/envtest-assets.sh >/dev/null
+
+.PHONY: test
+test: verify-generated fmt vet ## Run every test: unit, envtest (real kube-apiserver + etcd).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) ./...
+
+##@ Build
+
+.PHONY: build
+build: manifests generate fmt vet ## Build the manager binary into bin/.
+	go build -trimpath -o $(LOCALBIN)/stsbind .
+
+.PHONY: run
+run: manifests generate fmt vet ## Run the controller against the cluster in ~/.kube/config.
+	go run . --leader-elect=false --metrics-bind-address=0
+
+##@ Tools
+
+.PHONY: controller-gen
+controller-gen: $(CONTROLLER_GEN)
+$(CONTROLLER_GEN):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)

@@ -1,0 +1,271 @@
+package v1alpha1
+
+import (
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+)
+
+// InjectionMode says how the webhook hands a binding's credentials to a pod.
+// +kubebuilder:validation:Enum=Files;Env;Endpoint;None
+type InjectionMode string
+
+const (
+	// InjectionFiles mounts the Secret and points AWS_CONFIG_FILE at a profile
+	// whose credential_process re-reads the credentials on every refresh.
+	InjectionFiles InjectionMode = "Files"
+	// InjectionEnv sets AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+	// AWS_SESSION_TOKEN from the Secret; values are fixed when a container starts.
+	InjectionEnv InjectionMode = "Env"
+	// InjectionEndpoint runs a sidecar serving the container-credentials API.
+	InjectionEndpoint InjectionMode = "Endpoint"
+	// InjectionNone keeps the Secret up to date but changes no pod.
+	InjectionNone InjectionMode = "None"
+)
+
+// Condition types and reasons of an IAMRoleBinding.
+const (
+	// ConditionReady is True while the Secret holds valid credentials for the current spec.
+	ConditionReady = "Ready"
+
+	ReasonCredentialsIssued      = "CredentialsIssued"
+	ReasonRefreshRetrying        = "RefreshRetrying"
+	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
+	ReasonSecretConflict         = "SecretConflict"
+	ReasonInvalidSessionPolicy   = "InvalidSessionPolicy"
+	ReasonInvalidSpec            = "InvalidSpec"
+	ReasonTokenRequestFailed     = "TokenRequestFailed"
+	ReasonSTSUnreachable         = "STSUnreachable"
+	ReasonSTSError               = "STSError"
+)
+
+// Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.
+const (
+	LabelManagedBy      = "app.kubernetes.io/managed-by"
+	LabelManagedByValue = "stsbind"
+	LabelBinding        = "stsbind.dev/binding"
+
+	AnnotationExpiration = "stsbind.dev/expiration"
+	AnnotationIssuedAt   = "stsbind.dev/issued-at"
+	AnnotationSpecHash   = "stsbind.dev/spec-hash"
+
+	// AnnotationInject set to "false" on a pod opts it out of injection.
+	AnnotationInject = "stsbind.dev/inject"
+	// AnnotationDefaultBinding on a pod names the binding the AWS_* variables point at.
+	AnnotationDefaultBinding = "stsbind.dev/default-binding"
+
+	// SecretType is the type of every Secret stsbind writes.
+	SecretType = "stsbind.dev/aws-credentials"
+)
+
+// Defaults that the API server does not apply itself.
+const (
+	DefaultAudience        = "sts.amazonaws.com"
+	DefaultSessionDuration = "1h"
+)
+
+// IAMRoleBindingSpec binds a ServiceAccount of this namespace to an IAM role.
+// +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",message="refreshBefore must be shorter than sessionDuration minus 5m"
+type IAMRoleBindingSpec struct {
+	// serviceAccountName is the ServiceAccount, in this namespace, whose tokens
+	// are exchanged for the role's credentials and whose pods get them.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="serviceAccountName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
+	ServiceAccountName string `json:"serviceAccountName"`
+
+	// roleArn is the IAM role to assume, e.g. arn:aws:iam::123456789012:role/s3-reader.
+	// Any partition is accepted, and an empty account field for STS-compatible
+	// servers (arn:minio:iam:::role/...). The role's trust policy must allow
+	// this cluster's OIDC provider with sub system:serviceaccount:<namespace>:<serviceAccountName>.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z][a-z0-9-]{0,31}:iam::([0-9]{12})?:role/([!-~]*/)?[\\\\w+=,.@-]{1,64}$')",message="roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/name (role name up to 64 characters of [A-Za-z0-9+=,.@_-])"
+	RoleARN string `json:"roleArn"`
+
+	// audience is the audience of the ServiceAccount token sent to STS. It must
+	// match the client ID of the OIDC provider on the IAM side.
+	// +optional
+	// +kubebuilder:default="sts.amazonaws.com"
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=256
+	// +kubebuilder:validation:XValidation:rule="!self.matches('\\\\s')",message="audience must not contain whitespace"
+	Audience string `json:"audience,omitempty"`
+
+	// sessionDuration is the lifetime requested for the credentials, between 15m
+	// and 12h (the role's maximum session duration must allow it). Go duration
+	// syntax: 1h, 90m, 1h30m.
+	// +optional
+	// +kubebuilder:default="1h"
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="sessionDuration must be a duration such as 1h, 90m or 1h30m"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || (duration(self) >= duration('15m') && duration(self) <= duration('12h'))",message="sessionDuration must be between 15m and 12h"
+	SessionDuration string `json:"sessionDuration,omitempty"`
+
+	// refreshBefore is how long before expiry the credentials are refreshed.
+	// Default: a third of the credentials' actual lifetime (20m for 1h).
+	// Values above half the actual lifetime are capped at half. Must be shorter
+	// than sessionDuration minus 5m.
+	// +optional
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="refreshBefore must be a non-negative duration such as 20m or 1h"
+	RefreshBefore string `json:"refreshBefore,omitempty"`
+
+	// sessionName is the role session name, visible in CloudTrail. Default:
+	// derived from the namespace and the binding name.
+	// +optional
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[\\\\w+=,.@-]+$')",message="sessionName may contain only letters, digits and +=,.@_-"
+	SessionName string `json:"sessionName,omitempty"`
+
+	// sessionPolicy is an inline IAM policy (JSON) that further restricts the
+	// session's permissions. It must be valid JSON; STS checks the rest.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	SessionPolicy string `json:"sessionPolicy,omitempty"`
+
+	// policyArns are managed policies that further restrict the session's
+	// permissions, at most 10, no duplicates.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=10
+	PolicyARNs []PolicyARN `json:"policyArns,omitempty"`
+
+	// region is the AWS region of the STS endpoint and of the profile written
+	// for the pods. Default: the controller's --default-region.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=32
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]+(-[a-z0-9]+)*$')",message="region must look like eu-west-1: lowercase letters, digits and '-'"
+	Region string `json:"region,omitempty"`
+
+	// stsEndpoint overrides the STS endpoint URL. Default: the regional AWS
+	// endpoint. https is the norm; http is accepted for STS-compatible servers
+	// on a trusted network.
+	// +optional
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="stsEndpoint must be an http(s) URL with a host, e.g. https://sts.eu-west-1.amazonaws.com"
+	STSEndpoint string `json:"stsEndpoint,omitempty"`
+
+	// secretName is the Secret, in this namespace, that receives the
+	// credentials. Default: the binding's name. A Secret of that name that this
+	// binding does not own is never overwritten.
+	// +optional
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
+	SecretName string `json:"secretName,omitempty"`
+
+	// injection says how the webhook hands the credentials to the
+	// ServiceAccount's pods.
+	// +optional
+	// +kubebuilder:default={}
+	Injection Injection `json:"injection,omitempty"`
+}
+
+// PolicyARN is the ARN of a managed IAM policy, e.g.
+// arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess.
+// +kubebuilder:validation:MinLength=1
+// +kubebuilder:validation:MaxLength=2048
+// +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z][a-z0-9-]{0,31}:iam::([0-9]{12}|aws)?:policy/([!-~]*/)?[\\\\w+=,.@-]{1,128}$')",message="each policyArns entry must be a policy ARN such as arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"
+type PolicyARN string
+
+// Injection says how the webhook hands a binding's credentials to pods.
+type Injection struct {
+	// mode is how the credentials reach the containers: Files (default; a
+	// mounted profile whose credential_process re-reads refreshed credentials),
+	// Env (variables fixed at container start), Endpoint (a sidecar serving the
+	// container-credentials API) or None (the Secret only).
+	// +optional
+	// +kubebuilder:default=Files
+	Mode InjectionMode `json:"mode,omitempty"`
+
+	// containers limits injection to these container names (init containers
+	// included). Default: every container.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=64
+	// +kubebuilder:validation:items:MinLength=1
+	// +kubebuilder:validation:items:MaxLength=63
+	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
+	Containers []string `json:"containers,omitempty"`
+}
+
+// IAMRoleBindingStatus is what the controller observed.
+type IAMRoleBindingStatus struct {
+	// conditions: Ready is True while the Secret holds valid credentials for the
+	// current spec; its reason names the fault otherwise.
+	// +optional
+	// +listType=map
+	// +listMapKey=type
+	Conditions []metav1.Condition `json:"conditions,omitempty"`
+
+	// observedGeneration is the generation of the spec the status describes.
+	// +optional
+	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
+
+	// secretName is the Secret that holds the credentials.
+	// +optional
+	SecretName string `json:"secretName,omitempty"`
+
+	// expiration is when the credentials in the Secret expire.
+	// +optional
+	Expiration *metav1.Time `json:"expiration,omitempty"`
+
+	// lastRefreshTime is when the controller last obtained credentials.
+	// +optional
+	LastRefreshTime *metav1.Time `json:"lastRefreshTime,omitempty"`
+
+	// nextRefreshTime is when the controller will next obtain credentials.
+	// +optional
+	NextRefreshTime *metav1.Time `json:"nextRefreshTime,omitempty"`
+
+	// assumedRoleArn is the assumed-role ARN STS returned (may be empty on
+	// STS-compatible servers).
+	// +optional
+	AssumedRoleARN string `json:"assumedRoleArn,omitempty"`
+
+	// subject is the token subject STS saw, system:serviceaccount:<ns>:<name>
+	// (may be empty on STS-compatible servers).
+	// +optional
+	Subject string `json:"subject,omitempty"`
+}
+
+// IAMRoleBinding binds a ServiceAccount to an IAM role: the controller keeps
+// temporary credentials for the role in a Secret, and the webhook hands them to
+// the ServiceAccount's pods.
+// +kubebuilder:object:root=true
+// +kubebuilder:subresource:status
+// +kubebuilder:resource:shortName=irb,categories=stsbind
+// +kubebuilder:selectablefield:JSONPath=`.spec.serviceAccountName`
+// +kubebuilder:printcolumn:name="ServiceAccount",type=string,JSONPath=`.spec.serviceAccountName`
+// +kubebuilder:printcolumn:name="Role",type=string,JSONPath=`.spec.roleArn`
+// +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
+// +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
+// +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiration`
+// +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.injection.mode`,priority=1
+// +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name of an IAMRoleBinding must be at most 63 characters: it becomes a label value and a volume name"
+type IAMRoleBinding struct {
+	metav1.TypeMeta   `json:",inline"`
+	metav1.ObjectMeta `json:"metadata,omitempty"`
+
+	// +required
+	Spec IAMRoleBindingSpec `json:"spec"`
+	// +optional
+	Status IAMRoleBindingStatus `json:"status,omitempty"`
+}
+
+// IAMRoleBindingList is a list of IAMRoleBindings.
+// +kubebuilder:object:root=true
+type IAMRoleBindingList struct {
+	metav1.TypeMeta `json:",inline"`
+	metav1.ListMeta `json:"metadata,omitempty"`
+	Items           []IAMRoleBinding `json:"items"`
+}
+
+func init() {
+	SchemeBuilder.Register(&IAMRoleBinding{}, &IAMRoleBindingList{})
+}

@@ -1,0 +1,400 @@
+// Package controllers holds the credential controller: for every
+// IAMRoleBinding it mints a ServiceAccount token, exchanges it at STS for
+// temporary credentials, keeps them in a Secret and refreshes them before they
+// expire.
+package controllers
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/tools/events"
+	"k8s.io/client-go/util/retry"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/credentials"
+	"github.com/stsbind/stsbind/internal/index"
+	"github.com/stsbind/stsbind/internal/stsclient"
+)
+
+// TokenExpirationSeconds is the lifetime of the ServiceAccount tokens the
+// controller mints: the API server's minimum. A token is used once, at once.
+const TokenExpirationSeconds = 600
+
+// STS exchanges a web identity token for temporary credentials.
+type STS interface {
+	AssumeRoleWithWebIdentity(ctx context.Context, req stsclient.Request) (stsclient.Result, error)
+}
+
+// IAMRoleBindingReconciler keeps each binding's Secret filled with valid
+// credentials.
+type IAMRoleBindingReconciler struct {
+	Client client.Client
+	// APIReader reads Secrets the cache cannot see: only Secrets labelled as
+	// stsbind's are cached.
+	APIReader client.Reader
+	Recorder  events.EventRecorder
+	STS       STS
+	Clock     clock.PassiveClock
+
+	// DefaultRegion applies to bindings without spec.region.
+	DefaultRegion string
+	// SlowRetry is the wait after a fault that only a change outside the
+	// binding can fix (IAM trust, a foreign Secret). Default 5m.
+	SlowRetry time.Duration
+	// MaxConcurrentReconciles bounds parallel reconciles. Default 16.
+	MaxConcurrentReconciles int
+	// BackoffBase and BackoffMax bound the retry delay after transient STS
+	// faults. Default 1s and 5m.
+	BackoffBase, BackoffMax time.Duration
+	// SkipNameValidation lets a second manager in one process register the
+	// controller again (restart tests).
+	SkipNameValidation bool
+}
+
+// SetupWithManager registers the controller. index.Setup must have run on the
+// manager's field indexer.
+func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.SlowRetry == 0 {
+		r.SlowRetry = 5 * time.Minute
+	}
+	if r.MaxConcurrentReconciles == 0 {
+		r.MaxConcurrentReconciles = 16
+	}
+	if r.BackoffBase == 0 {
+		r.BackoffBase = time.Second
+	}
+	if r.BackoffMax == 0 {
+		r.BackoffMax = 5 * time.Minute
+	}
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("iamrolebinding").
+		// Status writes do not bump the generation; without this predicate
+		// every status write would reconcile (and maybe call STS) once more.
+		For(&stsbindv1.IAMRoleBinding{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		Owns(&corev1.Secret{}).
+		WatchesMetadata(&corev1.ServiceAccount{},
+			handler.EnqueueRequestsFromMapFunc(r.bindingsForServiceAccount),
+			builder.WithPredicates(predicate.Funcs{
+				// A binding waits for its ServiceAccount to appear; nothing
+				// else about a ServiceAccount changes the credentials.
+				CreateFunc:  func(event.CreateEvent) bool { return true },
+				UpdateFunc:  func(event.UpdateEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		WithOptions(controller.Options{
+			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
+			RateLimiter:             newFailureRateLimiter(r.BackoffBase, r.BackoffMax),
+			SkipNameValidation:      ptr.To(r.SkipNameValidation),
+		}).
+		Complete(r)
+}
+
+func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context, sa client.Object) []reconcile.Request {
+	var list stsbindv1.IAMRoleBindingList
+	if err := r.Client.List(ctx, &list, client.InNamespace(sa.GetNamespace()),
+		client.MatchingFields{index.ServiceAccountName: sa.GetName()}); err != nil {
+		logf.FromContext(ctx).Error(err, "Failed to list IAMRoleBindings for a ServiceAccount", "serviceAccount", sa.GetName())
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, b := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}})
+	}
+	return reqs
+}
+
+// +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings/status,verbs=get;update;patch
+// +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings/finalizers,verbs=update
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch;create;update;patch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=serviceaccounts/token,verbs=create
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// Reconcile brings one binding's Secret and status up to date.
+func (r *IAMRoleBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
+	var b stsbindv1.IAMRoleBinding
+	if err := r.Client.Get(ctx, req.NamespacedName, &b); err != nil {
+		return ctrl.Result{}, client.IgnoreNotFound(err)
+	}
+	if !b.DeletionTimestamp.IsZero() {
+		// The Secret's owner reference lets the garbage collector remove it.
+		return ctrl.Result{}, nil
+	}
+	orig := b.DeepCopy()
+	result, err := r.reconcileBinding(ctx, &b)
+	if !equality.Semantic.DeepEqual(orig.Status, b.Status) {
+		if perr := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); perr != nil && !apierrors.IsNotFound(perr) {
+			return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", perr))
+		}
+	}
+	return result, err
+}
+
+// reconcileBinding decides, maybe calls STS, writes the Secret and fills
+// b.Status. It never deletes or blanks a Secret.
+func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsbindv1.IAMRoleBinding) (ctrl.Result, error) {
+	log := logf.FromContext(ctx)
+	now := r.Clock.Now()
+	b.Status.ObservedGeneration = b.Generation
+	b.Status.SecretName = b.SecretNameOrDefault()
+
+	spec, err := effective(b, r.DefaultRegion)
+	var invalid errInvalidSpec
+	if errors.As(err, &invalid) {
+		// A spec change reconciles again; nothing else can fix this.
+		r.setFailed(b, invalid.reason, invalid.msg, "Validate")
+		return ctrl.Result{}, reconcile.TerminalError(err)
+	}
+
+	secret, err := r.loadSecret(ctx, b)
+	var conflict errSecretConflict
+	if errors.As(err, &conflict) {
+		r.setFailed(b, stsbindv1.ReasonSecretConflict, conflict.Error(), "WriteSecret")
+		return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
+	}
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+
+	held := heldFromSecret(secret, spec.Region, b.Name)
+	decision := decideRefresh(refreshInput{
+		SpecHash:      spec.hash(),
+		Held:          held,
+		RefreshBefore: spec.refreshBefore,
+		UID:           b.UID,
+		Now:           now,
+	})
+	if !decision.RefreshNow {
+		r.setReady(b, held.Expiration, decision.RefreshAt)
+		log.V(1).Info("Kept IAMRoleBinding credentials", "expiration", held.Expiration, "nextRefresh", decision.RefreshAt)
+		return ctrl.Result{RequeueAfter: decision.RefreshAt.Sub(now)}, nil
+	}
+
+	// Credentials still valid for the current spec survive every failure below.
+	stillValid := held != nil && held.Intact && held.SpecHash == spec.hash() && now.Before(held.Expiration)
+
+	token, err := r.mintToken(ctx, b, spec.Audience)
+	if apierrors.IsNotFound(err) {
+		r.setFailed(b, stsbindv1.ReasonServiceAccountNotFound,
+			fmt.Sprintf("ServiceAccount %s/%s not found; waiting for it to be created", b.Namespace, spec.ServiceAccountName), "MintToken")
+		// The ServiceAccount watch wakes the binding; the requeue is a safety net.
+		return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
+	}
+	if err != nil {
+		r.setRetrying(b, stillValid, held, stsbindv1.ReasonTokenRequestFailed, err.Error())
+		return ctrl.Result{}, fmt.Errorf("minting a token for ServiceAccount %s: %w", spec.ServiceAccountName, err)
+	}
+
+	res, err := r.STS.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
+		Region:      spec.Region,
+		Endpoint:    spec.STSEndpoint,
+		RoleARN:     spec.RoleARN,
+		SessionName: spec.SessionName,
+		Token:       token,
+		Duration:    spec.session,
+		Policy:      spec.SessionPolicy,
+		PolicyARNs:  spec.PolicyARNs,
+	})
+	if err != nil {
+		fault := classifySTSError(err)
+		if fault.Kind == permanent {
+			r.setFailed(b, fault.Reason, "STS refused AssumeRoleWithWebIdentity: "+fault.Message, "AssumeRoleWithWebIdentity")
+			return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
+		}
+		r.setRetrying(b, stillValid, held, fault.Reason, "STS AssumeRoleWithWebIdentity failed, retrying: "+fault.Message)
+		return ctrl.Result{}, fmt.Errorf("STS AssumeRoleWithWebIdentity for role %s (%s): %s", spec.RoleARN, fault.Reason, fault.Message)
+	}
+
+	issuedAt := now.Truncate(time.Second)
+	if err := r.writeSecret(ctx, b, secret, res.Credentials, spec, issuedAt); err != nil {
+		return ctrl.Result{}, err
+	}
+	next := refreshTime(issuedAt, res.Credentials.Expiration, spec.refreshBefore, b.UID)
+	reason, note := "CredentialsIssued", "Issued credentials for %s, valid until %s"
+	if held != nil {
+		reason, note = "CredentialsRefreshed", "Refreshed credentials for %s ("+decision.Why+"), valid until %s"
+	}
+	r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, reason, "AssumeRoleWithWebIdentity", note,
+		spec.RoleARN, res.Credentials.Expiration.Format(time.RFC3339))
+	log.Info("Wrote IAMRoleBinding credentials", "why", decision.Why, "secret", b.Status.SecretName,
+		"expiration", res.Credentials.Expiration, "nextRefresh", next)
+
+	b.Status.LastRefreshTime = ptr.To(metav1.NewTime(issuedAt))
+	b.Status.AssumedRoleARN = res.AssumedRoleARN
+	b.Status.Subject = res.Subject
+	r.setReady(b, res.Credentials.Expiration, next)
+	return ctrl.Result{RequeueAfter: max(next.Sub(r.Clock.Now()), time.Second)}, nil
+}
+
+// mintToken asks the API server for a short-lived token of the binding's
+// ServiceAccount. The token lives only in memory.
+func (r *IAMRoleBindingReconciler) mintToken(ctx context.Context, b *stsbindv1.IAMRoleBinding, audience string) (string, error) {
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: b.Namespace, Name: b.Spec.ServiceAccountName}}
+	tr := &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{
+		Audiences:         []string{audience},
+		ExpirationSeconds: ptr.To[int64](TokenExpirationSeconds),
+	}}
+	if err := r.Client.SubResource("token").Create(ctx, sa, tr); err != nil {
+		return "", err
+	}
+	return tr.Status.Token, nil
+}
+
+// loadSecret returns the binding's Secret, nil when there is none, or
+// errSecretConflict when a Secret of that name is not this binding's. Only
+// labelled Secrets are cached; a miss is confirmed with a live read, and a
+// Secret of ours that lost its labels gets them back.
+func (r *IAMRoleBindingReconciler) loadSecret(ctx context.Context, b *stsbindv1.IAMRoleBinding) (*corev1.Secret, error) {
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.SecretNameOrDefault()}
+	var s corev1.Secret
+	err := r.Client.Get(ctx, key, &s)
+	if apierrors.IsNotFound(err) {
+		err = r.APIReader.Get(ctx, key, &s)
+		if apierrors.IsNotFound(err) {
+			return nil, nil
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
+	}
+	if !metav1.IsControlledBy(&s, b) {
+		owner := ""
+		if ref := metav1.GetControllerOf(&s); ref != nil {
+			owner = ref.Kind + " " + ref.Name
+		}
+		return nil, errSecretConflict{name: key.Name, owner: owner}
+	}
+	if s.Labels[stsbindv1.LabelManagedBy] != stsbindv1.LabelManagedByValue || s.Labels[stsbindv1.LabelBinding] != b.Name {
+		orig := s.DeepCopy()
+		if s.Labels == nil {
+			s.Labels = map[string]string{}
+		}
+		s.Labels[stsbindv1.LabelManagedBy] = stsbindv1.LabelManagedByValue
+		s.Labels[stsbindv1.LabelBinding] = b.Name
+		if err := r.Client.Patch(ctx, &s, client.MergeFrom(orig)); err != nil {
+			return nil, fmt.Errorf("restoring the labels of Secret %s: %w", key.Name, err)
+		}
+		logf.FromContext(ctx).Info("Relabelled IAMRoleBinding Secret", "secret", key.Name)
+	}
+	return &s, nil
+}
+
+// writeSecret creates or updates the binding's Secret with new credentials.
+func (r *IAMRoleBindingReconciler) writeSecret(ctx context.Context, b *stsbindv1.IAMRoleBinding, current *corev1.Secret,
+	c credentials.Credentials, spec effectiveSpec, issuedAt time.Time) error {
+	if current == nil {
+		s := newSecret(b)
+		renderSecret(s, b, c, spec, issuedAt)
+		if err := controllerutil.SetControllerReference(b, s, r.Client.Scheme()); err != nil {
+			return err
+		}
+		err := r.Client.Create(ctx, s)
+		if !apierrors.IsAlreadyExists(err) {
+			if err != nil {
+				return fmt.Errorf("creating Secret %s: %w", s.Name, err)
+			}
+			return nil
+		}
+		// Created meanwhile (by us, seen late, or by someone else): read it live
+		// and go through the ownership check once more.
+		if current, err = r.loadSecret(ctx, b); err != nil {
+			return err
+		}
+		if current == nil {
+			return fmt.Errorf("creating Secret %s: it exists but cannot be read", s.Name)
+		}
+	}
+	s := current.DeepCopy()
+	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		renderSecret(s, b, c, spec, issuedAt)
+		err := r.Client.Update(ctx, s)
+		if apierrors.IsConflict(err) {
+			if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), s); gerr != nil {
+				return gerr
+			}
+			if !metav1.IsControlledBy(s, b) {
+				return errSecretConflict{name: s.Name}
+			}
+		}
+		if err != nil {
+			return err
+		}
+		return nil
+	})
+}
+
+// setReady records valid credentials.
+func (r *IAMRoleBindingReconciler) setReady(b *stsbindv1.IAMRoleBinding, expiration, next time.Time) {
+	b.Status.Expiration = ptr.To(metav1.NewTime(expiration))
+	b.Status.NextRefreshTime = ptr.To(metav1.NewTime(next))
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+		Type:               stsbindv1.ConditionReady,
+		Status:             metav1.ConditionTrue,
+		Reason:             stsbindv1.ReasonCredentialsIssued,
+		Message:            fmt.Sprintf("Credentials in Secret %s are valid until %s; next refresh at %s", b.Status.SecretName, expiration.UTC().Format(time.RFC3339), next.UTC().Format(time.RFC3339)),
+		ObservedGeneration: b.Generation,
+	})
+}
+
+// setFailed records a fault that stops the binding from getting credentials.
+// A Warning event goes out when the condition changes, not on every retry.
+func (r *IAMRoleBindingReconciler) setFailed(b *stsbindv1.IAMRoleBinding, reason, msg, action string) {
+	b.Status.NextRefreshTime = nil
+	if b.Status.Expiration != nil {
+		msg += fmt.Sprintf("; the Secret keeps the previous credentials until %s", b.Status.Expiration.UTC().Format(time.RFC3339))
+	}
+	if meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+		Type:               stsbindv1.ConditionReady,
+		Status:             metav1.ConditionFalse,
+		Reason:             reason,
+		Message:            msg,
+		ObservedGeneration: b.Generation,
+	}) {
+		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
+	}
+}
+
+// setRetrying records a transient fault. While the Secret holds valid
+// credentials for this spec the binding stays Ready.
+func (r *IAMRoleBindingReconciler) setRetrying(b *stsbindv1.IAMRoleBinding, stillValid bool, held *heldCredentials, reason, msg string) {
+	if !stillValid {
+		r.setFailed(b, reason, msg, "AssumeRoleWithWebIdentity")
+		return
+	}
+	if meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+		Type:               stsbindv1.ConditionReady,
+		Status:             metav1.ConditionTrue,
+		Reason:             stsbindv1.ReasonRefreshRetrying,
+		Message:            fmt.Sprintf("Credentials valid until %s; refresh failed (%s): %s", held.Expiration.UTC().Format(time.RFC3339), reason, msg),
+		ObservedGeneration: b.Generation,
+	}) {
+		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, "AssumeRoleWithWebIdentity", "%s", msg)
+	}
+}

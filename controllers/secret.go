@@ -1,0 +1,149 @@
+package controllers
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/credentials"
+)
+
+// effectiveSpec is the binding's spec with the controller's defaults applied:
+// every field that changes the credentials, and nothing else.
+type effectiveSpec struct {
+	ServiceAccountName string   `json:"serviceAccountName"`
+	RoleARN            string   `json:"roleArn"`
+	Audience           string   `json:"audience"`
+	SessionDuration    string   `json:"sessionDuration"`
+	SessionName        string   `json:"sessionName"`
+	SessionPolicy      string   `json:"sessionPolicy"`
+	PolicyARNs         []string `json:"policyArns"`
+	Region             string   `json:"region"`
+	STSEndpoint        string   `json:"stsEndpoint"`
+
+	// Parsed durations; refreshBefore changes the schedule, not the credentials.
+	session       time.Duration
+	refreshBefore *time.Duration
+}
+
+// errInvalidSpec: a spec the API server let through but that cannot work.
+type errInvalidSpec struct{ reason, msg string }
+
+func (e errInvalidSpec) Error() string { return e.msg }
+
+// effective applies the controller's defaults to the spec and checks what the
+// API server cannot: that the session policy is JSON.
+func effective(b *stsbindv1.IAMRoleBinding, defaultRegion string) (effectiveSpec, error) {
+	s := b.Spec
+	session, refreshBefore, err := s.Durations()
+	if err != nil {
+		return effectiveSpec{}, errInvalidSpec{stsbindv1.ReasonInvalidSpec, err.Error() + "; fix the binding"}
+	}
+	if s.SessionPolicy != "" && !json.Valid([]byte(s.SessionPolicy)) {
+		return effectiveSpec{}, errInvalidSpec{stsbindv1.ReasonInvalidSessionPolicy,
+			"spec.sessionPolicy is not valid JSON; no STS call is made until the binding is changed"}
+	}
+	e := effectiveSpec{
+		ServiceAccountName: s.ServiceAccountName,
+		RoleARN:            s.RoleARN,
+		Audience:           s.AudienceOrDefault(),
+		SessionDuration:    session.String(),
+		session:            session,
+		refreshBefore:      refreshBefore,
+		SessionName:        s.SessionName,
+		SessionPolicy:      s.SessionPolicy,
+		Region:             s.Region,
+		STSEndpoint:        s.STSEndpoint,
+	}
+	if e.SessionName == "" {
+		e.SessionName = defaultSessionName(b.Namespace, b.Name)
+	}
+	if e.Region == "" {
+		e.Region = defaultRegion
+	}
+	for _, p := range s.PolicyARNs {
+		e.PolicyARNs = append(e.PolicyARNs, string(p))
+	}
+	return e, nil
+}
+
+// hash is the spec-hash annotation: SHA-256 over the effective spec.
+func (e effectiveSpec) hash() string {
+	b, _ := json.Marshal(e)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
+}
+
+// defaultSessionName is "<namespace>.<name>", which is always 2–64 characters
+// of STS's [\w+=,.@-] once shortened: DNS names use only [a-z0-9.-]. Past 64
+// characters it keeps a prefix and a hash of the whole, so distinct bindings
+// keep distinct names in CloudTrail.
+func defaultSessionName(namespace, name string) string {
+	full := namespace + "." + name
+	if len(full) <= 64 {
+		return full
+	}
+	sum := sha256.Sum256([]byte(full))
+	suffix := "-" + hex.EncodeToString(sum[:])[:10]
+	return strings.TrimRight(full[:64-len(suffix)], ".-") + suffix
+}
+
+// heldFromSecret reads back what the controller wrote into a Secret of ours.
+// nil means there is nothing to keep.
+func heldFromSecret(s *corev1.Secret, region, binding string) *heldCredentials {
+	if s == nil {
+		return nil
+	}
+	h := &heldCredentials{SpecHash: s.Annotations[stsbindv1.AnnotationSpecHash]}
+	issued, err1 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationIssuedAt])
+	exp, err2 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationExpiration])
+	h.IssuedAt, h.Expiration = issued, exp
+	h.Intact = err1 == nil && err2 == nil &&
+		s.Type == stsbindv1.SecretType &&
+		string(s.Data[credentials.KeyExpiration]) == s.Annotations[stsbindv1.AnnotationExpiration] &&
+		credentials.Intact(s.Data, region, binding)
+	return h
+}
+
+// renderSecret sets everything the controller owns on s: type, labels,
+// annotations and data. Other labels and annotations are left alone.
+func renderSecret(s *corev1.Secret, b *stsbindv1.IAMRoleBinding, c credentials.Credentials, spec effectiveSpec, issuedAt time.Time) {
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	s.Labels[stsbindv1.LabelManagedBy] = stsbindv1.LabelManagedByValue
+	s.Labels[stsbindv1.LabelBinding] = b.Name
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	s.Annotations[stsbindv1.AnnotationExpiration] = c.Expiration.UTC().Format(time.RFC3339)
+	s.Annotations[stsbindv1.AnnotationIssuedAt] = issuedAt.UTC().Format(time.RFC3339)
+	s.Annotations[stsbindv1.AnnotationSpecHash] = spec.hash()
+	s.Type = stsbindv1.SecretType
+	s.Data = credentials.SecretData(c, spec.Region, b.Name)
+}
+
+// newSecret is an empty Secret of the binding's name, before rendering.
+func newSecret(b *stsbindv1.IAMRoleBinding) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: b.Namespace, Name: b.SecretNameOrDefault()}}
+}
+
+// errSecretConflict: a Secret of the wanted name exists and is not this binding's.
+type errSecretConflict struct {
+	name  string
+	owner string // "" when it has no controller
+}
+
+func (e errSecretConflict) Error() string {
+	if e.owner == "" {
+		return fmt.Sprintf("Secret %s exists and is not managed by this binding; stsbind will not overwrite it: delete it or set spec.secretName", e.name)
+	}
+	return fmt.Sprintf("Secret %s belongs to %s; stsbind will not overwrite it: set spec.secretName", e.name, e.owner)
+}

@@ -1,0 +1,147 @@
+// Package credentials renders temporary AWS credentials into the formats the
+// Secret carries, and reads them back.
+//
+// Every key is derived from the same four values, so a Secret whose keys no
+// longer agree with each other has been edited and is re-minted.
+package credentials
+
+import (
+	"encoding/json"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+)
+
+// Secret data keys.
+const (
+	KeyAccessKeyID     = "AWS_ACCESS_KEY_ID"
+	KeySecretAccessKey = "AWS_SECRET_ACCESS_KEY"
+	KeySessionToken    = "AWS_SESSION_TOKEN"
+	KeyExpiration      = "AWS_CREDENTIAL_EXPIRATION"
+	KeyCredentialsFile = "credentials"
+	KeyConfigFile      = "config"
+	KeyProcessJSON     = "credentials.json"
+)
+
+// MountRoot is where the webhook mounts each binding's Secret, one directory
+// per binding.
+const MountRoot = "/var/run/secrets/stsbind.dev"
+
+// MountDir is the directory a binding's Secret is mounted at in Files mode.
+func MountDir(binding string) string {
+	return path.Join(MountRoot, binding)
+}
+
+// Credentials are temporary AWS credentials as STS returned them.
+type Credentials struct {
+	AccessKeyID     string
+	SecretAccessKey string
+	SessionToken    string
+	Expiration      time.Time
+}
+
+// Valid reports whether the credentials are complete and unexpired at now.
+func (c Credentials) Valid(now time.Time) bool {
+	return c.AccessKeyID != "" && c.SecretAccessKey != "" && c.SessionToken != "" && now.Before(c.Expiration)
+}
+
+// processCredentials is the credential_process output format (Version 1).
+type processCredentials struct {
+	Version         int    `json:"Version"`
+	AccessKeyID     string `json:"AccessKeyId"`
+	SecretAccessKey string `json:"SecretAccessKey"`
+	SessionToken    string `json:"SessionToken"`
+	Expiration      string `json:"Expiration"`
+}
+
+// SecretData renders every key of the credentials Secret. binding names the
+// Files-mode mount directory the config file's credential_process reads from.
+func SecretData(c Credentials, region, binding string) map[string][]byte {
+	exp := c.Expiration.UTC().Format(time.RFC3339)
+	process, _ := json.MarshalIndent(processCredentials{
+		Version:         1,
+		AccessKeyID:     c.AccessKeyID,
+		SecretAccessKey: c.SecretAccessKey,
+		SessionToken:    c.SessionToken,
+		Expiration:      exp,
+	}, "", "  ")
+
+	var creds strings.Builder
+	creds.WriteString("[default]\n")
+	fmt.Fprintf(&creds, "aws_access_key_id = %s\n", c.AccessKeyID)
+	fmt.Fprintf(&creds, "aws_secret_access_key = %s\n", c.SecretAccessKey)
+	fmt.Fprintf(&creds, "aws_session_token = %s\n", c.SessionToken)
+
+	var config strings.Builder
+	config.WriteString("[default]\n")
+	if region != "" {
+		fmt.Fprintf(&config, "region = %s\n", region)
+	}
+	fmt.Fprintf(&config, "credential_process = cat %s\n", path.Join(MountDir(binding), KeyProcessJSON))
+
+	return map[string][]byte{
+		KeyAccessKeyID:     []byte(c.AccessKeyID),
+		KeySecretAccessKey: []byte(c.SecretAccessKey),
+		KeySessionToken:    []byte(c.SessionToken),
+		KeyExpiration:      []byte(exp),
+		KeyCredentialsFile: []byte(creds.String()),
+		KeyConfigFile:      []byte(config.String()),
+		KeyProcessJSON:     append(process, '\n'),
+	}
+}
+
+// FromSecretData reads the credentials back from the env keys of a Secret.
+func FromSecretData(data map[string][]byte) (Credentials, error) {
+	c := Credentials{
+		AccessKeyID:     string(data[KeyAccessKeyID]),
+		SecretAccessKey: string(data[KeySecretAccessKey]),
+		SessionToken:    string(data[KeySessionToken]),
+	}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" || c.SessionToken == "" {
+		return Credentials{}, fmt.Errorf("secret lacks one of %s, %s, %s", KeyAccessKeyID, KeySecretAccessKey, KeySessionToken)
+	}
+	exp, err := time.Parse(time.RFC3339, string(data[KeyExpiration]))
+	if err != nil {
+		return Credentials{}, fmt.Errorf("secret key %s: %w", KeyExpiration, err)
+	}
+	c.Expiration = exp
+	return c, nil
+}
+
+// FromProcessJSON reads the credentials from the credentials.json key, the
+// file the Endpoint sidecar and credential_process serve.
+func FromProcessJSON(b []byte) (Credentials, error) {
+	var p processCredentials
+	if err := json.Unmarshal(b, &p); err != nil {
+		return Credentials{}, fmt.Errorf("parsing %s: %w", KeyProcessJSON, err)
+	}
+	exp, err := time.Parse(time.RFC3339, p.Expiration)
+	if err != nil {
+		return Credentials{}, fmt.Errorf("%s Expiration: %w", KeyProcessJSON, err)
+	}
+	c := Credentials{AccessKeyID: p.AccessKeyID, SecretAccessKey: p.SecretAccessKey, SessionToken: p.SessionToken, Expiration: exp}
+	if c.AccessKeyID == "" || c.SecretAccessKey == "" || c.SessionToken == "" {
+		return Credentials{}, fmt.Errorf("%s lacks AccessKeyId, SecretAccessKey or SessionToken", KeyProcessJSON)
+	}
+	return c, nil
+}
+
+// Intact reports whether data is exactly what SecretData renders for the
+// credentials it holds: no key missing, added or edited.
+func Intact(data map[string][]byte, region, binding string) bool {
+	c, err := FromSecretData(data)
+	if err != nil {
+		return false
+	}
+	want := SecretData(c, region, binding)
+	if len(want) != len(data) {
+		return false
+	}
+	for k, v := range want {
+		if string(data[k]) != string(v) {
+			return false
+		}
+	}
+	return true
+}
