@@ -63,7 +63,7 @@ const (
 )
 
 // IAMRoleBindingSpec binds a ServiceAccount of this namespace to an IAM role.
-// +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",message="refreshBefore must be shorter than sessionDuration minus 5m"
+// +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",fieldPath=".refreshBefore",message="refreshBefore must be shorter than sessionDuration minus 5m"
 type IAMRoleBindingSpec struct {
 	// serviceAccountName is the ServiceAccount, in this namespace, whose tokens
 	// are exchanged for the role's credentials and whose pods get them.
