@@ -1,0 +1,346 @@
+package controllers_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"go.uber.org/zap/zapcore"
+	corev1 "k8s.io/api/core/v1"
+	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/apimachinery/pkg/util/rand"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/controllers"
+	"github.com/stsbind/stsbind/internal/index"
+	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/internal/ststest"
+	"github.com/stsbind/stsbind/internal/testenv"
+)
+
+// labelRestart marks bindings that only the restart test's own managers see.
+const labelRestart = "test.stsbind.dev/restart"
+
+var (
+	env  *testenv.Env
+	k8s  client.Client
+	fake *ststest.Server
+	logs = &syncBuffer{}
+)
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestMain(m *testing.M) {
+	// Every log line of every manager, at the most verbose level, goes into
+	// logs so that the leak check below sees all of it.
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true), zap.Level(zapcore.Level(-2))))
+	var err error
+	env, err = testenv.Start(testenv.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	k8s = env.Client
+	fake = ststest.NewServer()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	stopped, err := startManager(ctx, managerOptions{
+		bindingSelector: labels.NewSelector().Add(mustRequirement(labelRestart, selection.DoesNotExist, nil)),
+	})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+
+	code := m.Run()
+	if code == 0 {
+		if err := checkNoCredentialMaterial(); err != nil {
+			fmt.Fprintln(os.Stderr, "FAIL: credential material leaked:", err)
+			code = 1
+		}
+	}
+	cancel()
+	<-stopped
+	fake.Close()
+	_ = env.Stop()
+	if code != 0 && os.Getenv("STSBIND_TEST_LOGS") != "" {
+		fmt.Fprintln(os.Stderr, logs.String())
+	}
+	os.Exit(code)
+}
+
+type managerOptions struct {
+	bindingSelector labels.Selector
+	logger          *logr.Logger
+	skipNameCheck   bool
+}
+
+// startManager runs a manager with the credential controller, as main.go
+// builds it, against the fake STS. The returned channel closes when it stops.
+func startManager(ctx context.Context, o managerOptions) (<-chan struct{}, error) {
+	opts := ctrl.Options{
+		Scheme:  env.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}:            {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
+			&stsbindv1.IAMRoleBinding{}: {Label: o.bindingSelector},
+		}},
+		HealthProbeBindAddress: "0",
+	}
+	if o.logger != nil {
+		opts.Logger = *o.logger
+	}
+	mgr, err := ctrl.NewManager(env.Config, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+	r := &controllers.IAMRoleBindingReconciler{
+		Client:             mgr.GetClient(),
+		APIReader:          mgr.GetAPIReader(),
+		Recorder:           mgr.GetEventRecorder("stsbind"),
+		STS:                stsclient.New(stsclient.Options{Timeout: 5 * time.Second}),
+		DefaultRegion:      "us-east-1",
+		SkipNameValidation: o.skipNameCheck,
+	}
+	if err := r.SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager stopped:", err)
+		}
+	}()
+	return done, nil
+}
+
+func mustRequirement(key string, op selection.Operator, vals []string) labels.Requirement {
+	r, err := labels.NewRequirement(key, op, vals)
+	if err != nil {
+		panic(err)
+	}
+	return *r
+}
+
+// --- helpers shared by the tests --------------------------------------------
+
+// fixture is one test's namespace, ServiceAccount and role.
+type fixture struct {
+	t    *testing.T
+	ns   string
+	sa   string
+	role string
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	f := &fixture{t: t, ns: "t-" + rand.String(8), sa: "app", role: "arn:aws:iam::123456789012:role/" + "r-" + rand.String(10)}
+	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}})
+	return f
+}
+
+func (f *fixture) create(obj client.Object) {
+	f.t.Helper()
+	if err := k8s.Create(context.Background(), obj); err != nil {
+		f.t.Fatalf("creating %T %s: %v", obj, obj.GetName(), err)
+	}
+}
+
+func (f *fixture) serviceAccount() {
+	f.t.Helper()
+	f.create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: f.sa}})
+}
+
+func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBinding)) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	b := &stsbindv1.IAMRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: stsbindv1.IAMRoleBindingSpec{
+			ServiceAccountName: f.sa,
+			RoleARN:            f.role,
+			STSEndpoint:        fake.URL,
+		},
+	}
+	if mutate != nil {
+		mutate(b)
+	}
+	f.create(b)
+	return b
+}
+
+func (f *fixture) get(obj client.Object, name string) error {
+	return k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, obj)
+}
+
+// eventually polls cond every 50ms until it returns true or the deadline
+// passes; the last message says what was still missing.
+func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string)) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	var msg string
+	for {
+		var ok bool
+		ok, msg = cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not after %s: %s", timeout, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitReady waits until the binding's Ready condition has the status and
+// reason, at the current generation, and returns the binding.
+func (f *fixture) waitReady(name string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	var b stsbindv1.IAMRoleBinding
+	eventually(f.t, 30*time.Second, func() (bool, string) {
+		if err := f.get(&b, name); err != nil {
+			return false, err.Error()
+		}
+		c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+		if c == nil {
+			return false, "no Ready condition yet"
+		}
+		if c.Status != status || c.Reason != reason || c.ObservedGeneration != b.Generation {
+			return false, fmt.Sprintf("Ready=%s reason=%s gen=%d/%d: %s", c.Status, c.Reason, c.ObservedGeneration, b.Generation, c.Message)
+		}
+		return true, ""
+	})
+	return &b
+}
+
+func (f *fixture) secret(name string) *corev1.Secret {
+	f.t.Helper()
+	var s corev1.Secret
+	if err := f.get(&s, name); err != nil {
+		f.t.Fatalf("reading Secret %s: %v", name, err)
+	}
+	return &s
+}
+
+// events returns the events.k8s.io Events about a binding.
+func (f *fixture) events(binding string) []eventsv1.Event {
+	f.t.Helper()
+	var list eventsv1.EventList
+	if err := k8s.List(context.Background(), &list, client.InNamespace(f.ns)); err != nil {
+		f.t.Fatal(err)
+	}
+	var out []eventsv1.Event
+	for _, e := range list.Items {
+		if e.Regarding.Name == binding && e.Regarding.Kind == "IAMRoleBinding" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitEvent waits for an event of the type and reason about the binding.
+func (f *fixture) waitEvent(binding, eventType, reason string) eventsv1.Event {
+	f.t.Helper()
+	var found eventsv1.Event
+	eventually(f.t, 15*time.Second, func() (bool, string) {
+		var seen []string
+		for _, e := range f.events(binding) {
+			if e.Type == eventType && e.Reason == reason {
+				found = e
+				return true, ""
+			}
+			seen = append(seen, e.Type+"/"+e.Reason)
+		}
+		return false, fmt.Sprintf("no %s event %s; have %v", eventType, reason, seen)
+	})
+	return found
+}
+
+// checkNoCredentialMaterial scans every log line, Event and binding status
+// written during the run for any access key, secret key, session token or
+// ServiceAccount token the fake STS saw or issued.
+func checkNoCredentialMaterial() error {
+	ctx := context.Background()
+	var secrets []string
+	for _, iss := range fake.Issued() {
+		secrets = append(secrets, iss.AccessKeyID, iss.SecretAccessKey, iss.SessionToken)
+	}
+	tokens := 0
+	for _, c := range fake.Calls("") {
+		if c.Token != "" {
+			tokens++
+			// A JWT's signature part alone identifies it; the header is shared.
+			parts := strings.Split(c.Token, ".")
+			secrets = append(secrets, c.Token, parts[len(parts)-1])
+		}
+	}
+	if len(fake.Issued()) == 0 || tokens == 0 {
+		return fmt.Errorf("the leak check saw no credentials (%d) or tokens (%d): it would prove nothing", len(fake.Issued()), tokens)
+	}
+	var places []string
+	logText := logs.String()
+	if !strings.Contains(logText, "Wrote IAMRoleBinding credentials") || !strings.Contains(logText, "Kept IAMRoleBinding credentials") {
+		return fmt.Errorf("the captured log lacks the controller's lines: capture is broken")
+	}
+	places = append(places, logText)
+	var events eventsv1.EventList
+	if err := k8s.List(ctx, &events); err != nil {
+		return err
+	}
+	for _, e := range events.Items {
+		places = append(places, e.Note, e.Reason)
+	}
+	var bindings stsbindv1.IAMRoleBindingList
+	if err := k8s.List(ctx, &bindings); err != nil {
+		return err
+	}
+	for _, b := range bindings.Items {
+		raw, _ := json.Marshal(b.Status)
+		places = append(places, string(raw))
+	}
+	for _, s := range secrets {
+		for _, p := range places {
+			if s != "" && strings.Contains(p, s) {
+				n := min(len(s), 8)
+				return fmt.Errorf("a value starting %q appears in logs, events or status", s[:n])
+			}
+		}
+	}
+	fmt.Printf("leak check: %d credentials and %d tokens absent from %d bytes of logs, %d events and %d statuses\n",
+		len(fake.Issued()), tokens, len(logText), len(events.Items), len(bindings.Items))
+	return nil
+}
