@@ -88,8 +88,9 @@ func classifySTSError(err error) stsFault {
 		}
 		return stsFault{Kind: permanent, Reason: reason, Message: msg}
 	}
+	// The SDK wraps send failures in a ResponseError too, with status 0.
 	var respErr *awshttp.ResponseError
-	if errors.As(err, &respErr) && !retryableStatus(err) {
+	if errors.As(err, &respErr) && respErr.HTTPStatusCode() != 0 && !retryableStatus(err) {
 		return stsFault{Kind: permanent, Reason: stsbindv1.ReasonSTSError, Message: err.Error()}
 	}
 	// No answer from STS at all: refused connection, timeout, DNS, TLS.
