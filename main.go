@@ -1,5 +1,6 @@
 // Command stsbind runs the stsbind operator: the credential controller that
-// keeps temporary AWS credentials for each IAMRoleBinding in a Secret.
+// keeps temporary AWS credentials for each IAMRoleBinding in a Secret, and the
+// webhook that hands them to the pods.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -22,11 +24,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/webhook"
 )
 
 var (
@@ -52,6 +56,9 @@ type options struct {
 	kubeQPS                    float64
 	kubeBurst                  int
 	maxConcurrentReconciles    int
+
+	webhookCertMode, webhookCertDir, webhookFailurePolicy   string
+	webhookCertSecret, webhookService, webhookConfiguration string
 }
 
 func main() {
@@ -70,6 +77,12 @@ func main() {
 	flag.Float64Var(&o.kubeQPS, "kube-api-qps", 100, "Steady Kubernetes API requests per second.")
 	flag.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Kubernetes API requests allowed in a burst.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 16, "Bindings reconciled in parallel.")
+	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
+	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook's tls.crt and tls.key.")
+	flag.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "When the IAMRoleBindings of a pod cannot be looked up: Ignore admits it without credentials (Warning event, metric), Fail denies it.")
+	flag.StringVar(&o.webhookCertSecret, "webhook-cert-secret", "stsbind-webhook-server-cert", "Secret, in the operator's namespace, of the self-managed certificate.")
+	flag.StringVar(&o.webhookService, "webhook-service", "stsbind-webhook-service", "Service of the webhook, named in the self-managed certificate.")
+	flag.StringVar(&o.webhookConfiguration, "webhook-configuration", "stsbind-mutating-webhook-configuration", "MutatingWebhookConfiguration whose caBundle the self-managed mode keeps current.")
 	zapOpts := zap.Options{Development: false}
 	zapOpts.BindFlags(flag.CommandLine)
 	flag.Parse()
@@ -118,6 +131,7 @@ func run(o options) error {
 		// The new leader starts at once when the old one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cacheOpts,
+		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{CertDir: o.webhookCertDir, TLSOpts: tlsOpts}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
@@ -136,12 +150,53 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the IAMRoleBinding controller: %w", err)
 	}
+	webhookReady, err := setupWebhook(mgr, o)
+	if err != nil {
+		return fmt.Errorf("setting up the pod webhook: %w", err)
+	}
 	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
 		return err
 	}
-	if err := mgr.AddReadyzCheck("readyz", healthz.Ping); err != nil {
+	if err := mgr.AddReadyzCheck("readyz", webhookReady); err != nil {
 		return err
 	}
 	setupLog.Info("Starting the manager", "defaultRegion", o.defaultRegion, "stsQPS", o.stsQPS, "stsBurst", o.stsBurst)
 	return mgr.Start(ctx)
+}
+
+// setupWebhook registers the pod webhook; the checker reports it ready to serve.
+func setupWebhook(mgr ctrl.Manager, o options) (healthz.Checker, error) {
+	policy := admissionregistrationv1.FailurePolicyType(o.webhookFailurePolicy)
+	if policy != admissionregistrationv1.Ignore && policy != admissionregistrationv1.Fail {
+		return nil, fmt.Errorf("--webhook-failure-policy must be Ignore or Fail, not %q", policy)
+	}
+	d := &webhook.PodDefaulter{
+		Cache:         mgr.GetCache(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
+		FailurePolicy: policy,
+		Options:       webhook.Options{DefaultRegion: o.defaultRegion},
+	}
+	if o.watchNamespaces != "" {
+		d.Namespaces = strings.Split(strings.ReplaceAll(o.watchNamespaces, " ", ""), ",")
+	}
+	switch o.webhookCertMode {
+	case "disabled":
+		return healthz.Ping, nil
+	case "cert-manager":
+		return mgr.GetWebhookServer().StartedChecker(), d.SetupWithManager(mgr)
+	case "self-managed":
+		ready, err := webhook.AddCertRotator(mgr, webhook.CertOptions{
+			Namespace:                os.Getenv("POD_NAMESPACE"),
+			SecretName:               o.webhookCertSecret,
+			ServiceName:              o.webhookService,
+			WebhookConfigurationName: o.webhookConfiguration,
+			CertDir:                  o.webhookCertDir,
+		})
+		if err != nil {
+			return nil, err
+		}
+		return webhook.ReadyCheck(mgr, ready), d.SetupWhenReady(mgr, ready)
+	}
+	return nil, fmt.Errorf("--webhook-cert-mode must be self-managed, cert-manager or disabled, not %q", o.webhookCertMode)
 }

@@ -1,0 +1,152 @@
+package webhook
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/events"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/index"
+)
+
+// Event reason of a pod admitted without credentials.
+const ReasonInjectionSkipped = "InjectionSkipped"
+
+var (
+	lookupFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "stsbind_webhook_lookup_failures_total",
+		Help: "Pods whose IAMRoleBindings could not be looked up, by the failure policy applied (Ignore: admitted without credentials; Fail: denied).",
+	}, []string{"failure_policy"})
+	liveLookups = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "stsbind_webhook_live_lookups_total",
+		Help: "Pods for which the cache held no IAMRoleBinding and the API server was asked directly.",
+	})
+)
+
+func init() {
+	metrics.Registry.MustRegister(lookupFailures, liveLookups)
+}
+
+// PodDefaulter is the admission.Defaulter that injects credentials into pods.
+type PodDefaulter struct {
+	// Cache is the manager's cache, with the index.ServiceAccountName index.
+	Cache client.Reader
+	// APIReader reads from the API server, for bindings the cache has not seen yet.
+	APIReader client.Reader
+	// Recorder records a Warning event when a pod is admitted without credentials.
+	Recorder events.EventRecorder
+	// FailurePolicy says what happens to a pod whose bindings cannot be looked
+	// up: Ignore admits it unchanged, Fail denies it.
+	FailurePolicy admissionregistrationv1.FailurePolicyType
+	// Namespaces limits injection to these namespaces (the controller's
+	// --watch-namespaces); empty means all.
+	Namespaces []string
+	Options    Options
+}
+
+// failurePolicy in the marker is only the generated default: kustomize and the
+// chart set the installed one, together with the namespaceSelector.
+// +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.stsbind.dev,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
+// +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
+
+// SetupWithManager registers the webhook at /mutate--v1-pod.
+func (d *PodDefaulter) SetupWithManager(mgr ctrl.Manager) error {
+	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(d).Complete()
+}
+
+// Default injects the credentials of the pod's bindings. It returns an error,
+// which denies the pod whatever the webhook's failurePolicy, only when the
+// bindings cannot be looked up and FailurePolicy is Fail.
+func (d *PodDefaulter) Default(ctx context.Context, pod *corev1.Pod) error {
+	if optedOut(pod) {
+		return nil
+	}
+	ns := pod.Namespace
+	if req, err := admission.RequestFromContext(ctx); err == nil && req.Namespace != "" {
+		ns = req.Namespace // a pod created without metadata.namespace
+	}
+	if !d.covers(ns) {
+		return nil
+	}
+	sa := serviceAccountOf(pod)
+	bindings, err := d.lookup(ctx, ns, sa)
+	if err != nil {
+		return d.lookupFailed(ctx, pod, ns, sa, err)
+	}
+	mutatePod(pod, bindings, d.Options)
+	return nil
+}
+
+func (d *PodDefaulter) covers(ns string) bool {
+	if len(d.Namespaces) == 0 {
+		return true
+	}
+	for _, n := range d.Namespaces {
+		if n == ns {
+			return true
+		}
+	}
+	return false
+}
+
+// lookup lists the bindings of ServiceAccount sa. The cache answers most pods;
+// it lags the API server by up to tens of milliseconds, so when it has none a
+// namespaced List, filtered by the API server on the CRD's selectable field,
+// makes sure a pod created right after its binding is still injected.
+func (d *PodDefaulter) lookup(ctx context.Context, ns, sa string) ([]stsbindv1.IAMRoleBinding, error) {
+	var list stsbindv1.IAMRoleBindingList
+	bySA := client.MatchingFields{index.ServiceAccountName: sa}
+	// mutatePod only reads the bindings: no deep copy of the cached objects.
+	if err := d.Cache.List(ctx, &list, client.InNamespace(ns), bySA, client.UnsafeDisableDeepCopy); err != nil {
+		return nil, fmt.Errorf("listing IAMRoleBindings from the cache: %w", err)
+	}
+	if len(list.Items) > 0 {
+		return list.Items, nil
+	}
+	liveLookups.Inc()
+	if err := d.APIReader.List(ctx, &list, client.InNamespace(ns), bySA); err != nil {
+		return nil, fmt.Errorf("listing IAMRoleBindings from the API server: %w", err)
+	}
+	return list.Items, nil
+}
+
+func (d *PodDefaulter) lookupFailed(ctx context.Context, pod *corev1.Pod, ns, sa string, err error) error {
+	policy := d.FailurePolicy
+	if policy != admissionregistrationv1.Fail {
+		policy = admissionregistrationv1.Ignore
+	}
+	lookupFailures.WithLabelValues(string(policy)).Inc()
+	podName := pod.Name
+	if podName == "" {
+		podName = pod.GenerateName + "*"
+	}
+	if policy == admissionregistrationv1.Fail {
+		return apierrors.NewServiceUnavailable(fmt.Sprintf(
+			"stsbind could not look up the IAMRoleBindings of ServiceAccount %s/%s (%v), so the pod would start without its AWS credentials; "+
+				"retry in a moment, check that the stsbind operator is running and may list iamrolebindings, "+
+				"or annotate the pod %s: \"false\" to create it without credentials", ns, sa, err, stsbindv1.AnnotationInject))
+	}
+	logf.FromContext(ctx).Error(err, "Admitted a pod without AWS credentials", "namespace", ns, "pod", podName, "serviceAccount", sa)
+	if d.Recorder != nil {
+		// The pod has no UID yet (and maybe no name): the event goes to its ServiceAccount.
+		regarding := &corev1.ServiceAccount{
+			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa},
+		}
+		d.Recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonInjectionSkipped, "InjectCredentials",
+			"Pod %s was admitted without AWS credentials: %v", podName, err)
+	}
+	return nil
+}
