@@ -8,13 +8,18 @@ package testenv
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	k8sruntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -31,6 +36,8 @@ type Env struct {
 	Config *rest.Config
 	Client client.Client
 	Scheme *k8sruntime.Scheme
+	// IssuerURL is the ServiceAccount token issuer, with OIDCIssuer.
+	IssuerURL string
 }
 
 // Options tune the control plane.
@@ -39,6 +46,10 @@ type Options struct {
 	APIServerArgs map[string]string
 	// Webhook installs the webhook configuration from config/webhook.
 	Webhook bool
+	// OIDCIssuer makes the API server a usable OIDC issuer for an outside STS:
+	// issuer and JWKS URI on a port chosen up front, and anonymous access to
+	// the discovery document and keys.
+	OIDCIssuer bool
 }
 
 // RepoRoot is the directory holding go.mod.
@@ -91,7 +102,21 @@ func Start(opts Options) (*Env, error) {
 			IgnoreErrorIfPathMissing: false,
 		}
 	}
-	args := env.ControlPlane.GetAPIServer().Configure()
+	apiServer := env.ControlPlane.GetAPIServer()
+	args := apiServer.Configure()
+	issuer := ""
+	if opts.OIDCIssuer {
+		port, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		apiServer.SecureServing.Address = "127.0.0.1"
+		apiServer.SecureServing.Port = strconv.Itoa(port)
+		issuer = fmt.Sprintf("https://127.0.0.1:%d", port)
+		args.Set("service-account-issuer", issuer)
+		// Without it, discovery advertises the host's other address.
+		args.Set("service-account-jwks-uri", issuer+"/openid/v1/jwks")
+	}
 	for k, v := range opts.APIServerArgs {
 		args.Set(strings.TrimPrefix(k, "--"), v)
 	}
@@ -105,7 +130,37 @@ func Start(opts Options) (*Env, error) {
 		_ = env.Stop()
 		return nil, err
 	}
-	return &Env{Environment: env, Config: cfg, Client: c, Scheme: s}, nil
+	e := &Env{Environment: env, Config: cfg, Client: c, Scheme: s, IssuerURL: issuer}
+	if opts.OIDCIssuer {
+		if err := allowAnonymousDiscovery(c); err != nil {
+			_ = env.Stop()
+			return nil, err
+		}
+	}
+	return e, nil
+}
+
+// allowAnonymousDiscovery lets anyone read the issuer's discovery document and
+// keys, as a real cluster's issuer publishes them to its STS.
+func allowAnonymousDiscovery(c client.Client) error {
+	crb := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "stsbind-test-anonymous-oidc-discovery"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "system:service-account-issuer-discovery"},
+		Subjects:   []rbacv1.Subject{{APIGroup: "rbac.authorization.k8s.io", Kind: "Group", Name: "system:unauthenticated"}},
+	}
+	if err := c.Create(context.Background(), crb); err != nil {
+		return fmt.Errorf("allowing anonymous OIDC discovery: %w", err)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // GVK of the binding kind, for owner reference checks.
