@@ -1,0 +1,418 @@
+// Package e2e proves stsbind against parts nobody here wrote: the Kubernetes
+// API server as the token issuer, MinIO as an STS that verifies those tokens,
+// and the AWS SDK for Go, the AWS CLI and boto3 consuming what the webhook
+// mounted.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/controllers"
+	"github.com/stsbind/stsbind/internal/index"
+	"github.com/stsbind/stsbind/internal/miniotest"
+	"github.com/stsbind/stsbind/internal/podview"
+	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/webhook"
+)
+
+const region = "us-east-1"
+
+var (
+	env      *testenv.Env
+	k8s      client.Client
+	minio    *miniotest.Server
+	s3client string // the built e2e/s3client program
+	logs     bytes.Buffer
+)
+
+func TestMain(m *testing.M) {
+	code, err := run(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		code = 1
+	}
+	if code != 0 {
+		fmt.Fprintln(os.Stderr, "operator log:\n"+logs.String())
+	}
+	os.Exit(code)
+}
+
+func run(m *testing.M) (int, error) {
+	ctrl.SetLogger(zap.New(zap.WriteTo(&lockedWriter{w: &logs})))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var err error
+	t0 := time.Now()
+	env, err = testenv.Start(testenv.Options{OIDCIssuer: true, Webhook: true})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = env.Stop() }()
+	k8s = env.Client
+	fmt.Printf("e2e: control plane up in %s, issuer %s\n", time.Since(t0).Round(time.Millisecond), env.IssuerURL)
+
+	t0 = time.Now()
+	minio, err = miniotest.Start(ctx, miniotest.Options{RepoRoot: testenv.RepoRoot(), IssuerURL: env.IssuerURL, CAData: env.Config.CAData})
+	if err != nil {
+		return 0, err
+	}
+	defer minio.Stop()
+	if err := waitForMinIOSTS(ctx); err != nil {
+		return 0, fmt.Errorf("%w\nminio output:\n%s", err, minio.Output())
+	}
+	fmt.Printf("e2e: MinIO STS answering in %s, role %s\n", time.Since(t0).Round(time.Millisecond), minio.RoleARN)
+
+	bin, err := os.MkdirTemp("", "stsbind-e2e-bin-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(bin)
+	s3client = filepath.Join(bin, "s3client")
+	if out, err := exec.Command("go", "build", "-o", s3client, "./s3client").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("building s3client: %v\n%s", err, out)
+	}
+
+	stopped, err := startOperator(ctx)
+	if err != nil {
+		return 0, err
+	}
+	code := m.Run()
+	cancel()
+	<-stopped
+	return code, nil
+}
+
+// startOperator runs the controller and the webhook in one manager, as
+// main.go does, serving the webhook where envtest's configuration points.
+func startOperator(ctx context.Context) (<-chan struct{}, error) {
+	wio := env.WebhookInstallOptions
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme:  env.Scheme,
+		Metrics: metricsserver.Options{BindAddress: "0"},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
+		}},
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir}),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+		return nil, err
+	}
+	if err := (&controllers.IAMRoleBindingReconciler{
+		Client:        mgr.GetClient(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder("stsbind"),
+		STS:           stsclient.New(stsclient.Options{Timeout: 10 * time.Second}),
+		DefaultRegion: region,
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	if err := (&webhook.PodDefaulter{
+		Cache:         mgr.GetCache(),
+		APIReader:     mgr.GetAPIReader(),
+		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
+		FailurePolicy: admissionregistrationv1.Fail,
+		Options:       webhook.Options{DefaultRegion: region},
+	}).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := mgr.Start(ctx); err != nil {
+			fmt.Fprintln(os.Stderr, "manager:", err)
+		}
+	}()
+	deadline := time.Now().Add(30 * time.Second)
+	for mgr.GetWebhookServer().StartedChecker()(&http.Request{}) != nil {
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("webhook server not serving after 30s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return done, nil
+}
+
+// waitForMinIOSTS exchanges a real ServiceAccount token until MinIO answers:
+// it logs its role before its policies are loaded.
+func waitForMinIOSTS(ctx context.Context) error {
+	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "e2e-probe"}}); err != nil {
+		return err
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "e2e-probe", Name: "probe"}}
+	if err := k8s.Create(ctx, sa); err != nil {
+		return err
+	}
+	sts := stsclient.New(stsclient.Options{Timeout: 5 * time.Second})
+	deadline := time.Now().Add(90 * time.Second)
+	var lastErr error
+	for time.Now().Before(deadline) {
+		tr := &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{Audiences: []string{"sts.amazonaws.com"}, ExpirationSeconds: ptr.To[int64](600)}}
+		if err := k8s.SubResource("token").Create(ctx, sa, tr); err != nil {
+			return err
+		}
+		_, lastErr = sts.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
+			Region: region, Endpoint: minio.Endpoint, RoleARN: minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
+		})
+		if lastErr == nil {
+			return nil
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	return fmt.Errorf("MinIO STS never accepted a token: %w", lastErr)
+}
+
+// --- the tests ---------------------------------------------------------------
+
+type fixture struct {
+	t  *testing.T
+	ns string
+}
+
+func newFixture(t *testing.T) *fixture {
+	f := &fixture{t: t, ns: "e2e-" + rand.String(6)}
+	f.create(&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: f.ns}})
+	f.create(&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "app"}})
+	return f
+}
+
+func (f *fixture) create(o client.Object) {
+	f.t.Helper()
+	if err := k8s.Create(context.Background(), o); err != nil {
+		f.t.Fatalf("creating %s: %v", o.GetName(), err)
+	}
+}
+
+func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBindingSpec)) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	b := &stsbindv1.IAMRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: stsbindv1.IAMRoleBindingSpec{
+			ServiceAccountName: "app",
+			RoleARN:            minio.RoleARN,
+			STSEndpoint:        minio.Endpoint,
+			Region:             region,
+		},
+	}
+	if mutate != nil {
+		mutate(&b.Spec)
+	}
+	f.create(b)
+	return b
+}
+
+// pod creates a pod of ServiceAccount app (written out: envtest runs no
+// ServiceAccount admission) and returns it as the API server stored it.
+func (f *fixture) pod(name string) *corev1.Pod {
+	f.t.Helper()
+	p := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: corev1.PodSpec{
+			ServiceAccountName: "app",
+			Containers:         []corev1.Container{{Name: "app", Image: "registry.example/app:1"}},
+		},
+	}
+	f.create(p)
+	var stored corev1.Pod
+	if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(p), &stored); err != nil {
+		f.t.Fatal(err)
+	}
+	return &stored
+}
+
+func (f *fixture) waitReady(name string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	var b stsbindv1.IAMRoleBinding
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, &b); err != nil {
+			f.t.Fatal(err)
+		}
+		c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+		if c != nil && c.Status == status && c.Reason == reason && c.ObservedGeneration == b.Generation {
+			return &b
+		}
+		if time.Now().After(deadline) {
+			f.t.Fatalf("binding %s: want Ready=%s %s, have %+v", name, status, reason, c)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func (f *fixture) secret(name string) *corev1.Secret {
+	f.t.Helper()
+	var s corev1.Secret
+	if err := k8s.Get(context.Background(), client.ObjectKey{Namespace: f.ns, Name: name}, &s); err != nil {
+		f.t.Fatal(err)
+	}
+	return &s
+}
+
+// runClient runs one consumer with exactly the container's environment.
+func runClient(t *testing.T, view *podview.View, name string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = view.Environ(t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s failed: %v\n%s", name, err, out)
+	}
+	return string(out)
+}
+
+const boto3Script = `
+import sys, boto3
+endpoint, bucket, key = sys.argv[1], sys.argv[2], sys.argv[3]
+s3 = boto3.client("s3", endpoint_url=endpoint)
+try:
+    s3.create_bucket(Bucket=bucket)
+except s3.exceptions.BucketAlreadyOwnedByYou:
+    pass
+s3.put_object(Bucket=bucket, Key=key, Body=b"written by boto3\n")
+for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+    print("object:", o["Key"])
+`
+
+// TestFilesModeWithRealClients: the binding and the pod are created back to
+// back; the pod comes out mounted, and the Go SDK, the AWS CLI and boto3 use
+// the mount through credential_process against MinIO's S3.
+func TestFilesModeWithRealClients(t *testing.T) {
+	f := newFixture(t)
+	name := "files-" + rand.String(5)
+	t0 := time.Now()
+	f.binding(name, nil)
+	pod := f.pod("app")
+	b := f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	t.Logf("first Ready %s after the binding was created", time.Since(t0).Round(time.Millisecond))
+	if b.Status.Subject != "" || b.Status.AssumedRoleARN != "" {
+		t.Logf("MinIO reported subject %q, assumed role %q", b.Status.Subject, b.Status.AssumedRoleARN)
+	}
+
+	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Cleanup()
+	if got := view.Lookup("AWS_CONFIG_FILE"); got != "/var/run/secrets/stsbind.dev/"+name+"/config" {
+		t.Fatalf("AWS_CONFIG_FILE = %q; pod env %v", got, view.Env)
+	}
+	for _, v := range view.Env {
+		if strings.HasPrefix(v, "AWS_ACCESS_KEY_ID=") || strings.HasPrefix(v, "AWS_SHARED_CREDENTIALS_FILE=") {
+			t.Fatalf("Files mode set %s", strings.SplitN(v, "=", 2)[0])
+		}
+	}
+	bucket := "files-" + strings.ToLower(rand.String(6))
+
+	out := runClient(t, view, "aws-sdk-go-v2", s3client, "-endpoint", minio.Endpoint, "-bucket", bucket, "-key", "go.txt")
+	if !strings.Contains(out, "object: go.txt") {
+		t.Errorf("Go SDK listing lacks its object:\n%s", out)
+	}
+	runClient(t, view, "aws cli", "/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "put-object",
+		"--bucket", bucket, "--key", "cli.txt", "--body", "/etc/hostname")
+	out = runClient(t, view, "aws cli", "/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "list-objects-v2",
+		"--bucket", bucket, "--query", "Contents[].Key", "--output", "text")
+	if !strings.Contains(out, "cli.txt") || !strings.Contains(out, "go.txt") {
+		t.Errorf("AWS CLI listing = %q", out)
+	}
+	out = runClient(t, view, "boto3", "/usr/bin/python3", "-c", boto3Script, minio.Endpoint, bucket, "boto3.txt")
+	for _, key := range []string{"go.txt", "cli.txt", "boto3.txt"} {
+		if !strings.Contains(out, "object: "+key) {
+			t.Errorf("boto3 listing lacks %s:\n%s", key, out)
+		}
+	}
+}
+
+// TestEnvModeWithRealClients: Env mode hands the keys over as variables.
+func TestEnvModeWithRealClients(t *testing.T) {
+	f := newFixture(t)
+	name := "env-" + rand.String(5)
+	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEnv })
+	pod := f.pod("app")
+	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Cleanup()
+	if view.Lookup("AWS_ACCESS_KEY_ID") == "" || view.Lookup("AWS_SESSION_TOKEN") == "" {
+		t.Fatalf("Env mode did not set the keys; pod env names: %v", envNames(view.Env))
+	}
+	bucket := "env-" + strings.ToLower(rand.String(6))
+	runClient(t, view, "aws-sdk-go-v2", s3client, "-endpoint", minio.Endpoint, "-bucket", bucket, "-key", "go.txt")
+	out := runClient(t, view, "aws cli", "/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "list-objects-v2",
+		"--bucket", bucket, "--query", "Contents[].Key", "--output", "text")
+	if !strings.Contains(out, "go.txt") {
+		t.Errorf("AWS CLI listing = %q", out)
+	}
+	out = runClient(t, view, "boto3", "/usr/bin/python3", "-c", boto3Script, minio.Endpoint, bucket, "boto3.txt")
+	if !strings.Contains(out, "object: boto3.txt") {
+		t.Errorf("boto3 listing:\n%s", out)
+	}
+}
+
+func envNames(env []string) []string {
+	var out []string
+	for _, kv := range env {
+		out = append(out, strings.SplitN(kv, "=", 2)[0])
+	}
+	return out
+}
+
+// TestRealIssuerRefusals: against the real issuer, a wrong audience and an
+// unknown role are refused by MinIO with InvalidParameterValue; the reason
+// names it, the message carries MinIO's text, and an existing Secret stays.
+func TestRealIssuerRefusals(t *testing.T) {
+	f := newFixture(t)
+	f.binding("wrong-audience", func(s *stsbindv1.IAMRoleBindingSpec) { s.Audience = "not-minio" })
+	b := f.waitReady("wrong-audience", metav1.ConditionFalse, "InvalidParameterValue")
+	t.Logf("wrong audience: %s", b.Status.Conditions[0].Message)
+
+	f.binding("unknown-role", func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "arn:minio:iam:::role/does-not-exist" })
+	b = f.waitReady("unknown-role", metav1.ConditionFalse, "InvalidParameterValue")
+	t.Logf("unknown role: %s", b.Status.Conditions[0].Message)
+	if !strings.Contains(b.Status.Conditions[0].Message, "STS refused AssumeRoleWithWebIdentity: ") ||
+		len(b.Status.Conditions[0].Message) <= len("STS refused AssumeRoleWithWebIdentity: ") {
+		t.Errorf("message lacks MinIO's text: %q", b.Status.Conditions[0].Message)
+	}
+
+	// A working binding whose spec turns bad keeps its Secret untouched.
+	f.binding("turns-bad", nil)
+	b = f.waitReady("turns-bad", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	before := f.secret("turns-bad")
+	b.Spec.Audience = "not-minio"
+	if err := k8s.Update(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	f.waitReady("turns-bad", metav1.ConditionFalse, "InvalidParameterValue")
+	if after := f.secret("turns-bad"); after.ResourceVersion != before.ResourceVersion {
+		t.Errorf("the Secret changed after a refused refresh")
+	}
+}
