@@ -48,9 +48,17 @@ verify-generated: manifests generate ## In CI, fail when the markers generate so
 envtest: ## Build or reuse the kube-apiserver, etcd and kubectl binaries for envtest (cached in the user cache dir).
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: minio
+minio: ## Build or reuse the MinIO server used as STS and S3 by the e2e tests and the demo (cached in the user cache dir).
+	@hack/minio.sh >/dev/null
+
 .PHONY: test
-test: verify-generated fmt vet ## Run every test: unit, envtest (real kube-apiserver + etcd).
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" go test $(GO_TEST_FLAGS) ./...
+test: verify-generated fmt vet ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, AWS CLI, boto3).
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" STSBIND_MINIO="$$(hack/minio.sh)" go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: demo
+demo: manifests ## Run the product locally: control plane, MinIO, operator, sample binding, pod and an S3 call. Ctrl-C stops.
+	go run ./hack/demo
 
 ##@ Build
 

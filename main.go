@@ -58,6 +58,8 @@ type options struct {
 	maxConcurrentReconciles    int
 
 	webhookCertMode, webhookCertDir, webhookFailurePolicy   string
+	webhookHost                                             string
+	webhookPort                                             int
 	webhookCertSecret, webhookService, webhookConfiguration string
 }
 
@@ -78,6 +80,8 @@ func main() {
 	flag.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Kubernetes API requests allowed in a burst.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 16, "Bindings reconciled in parallel.")
 	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
+	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the pod webhook listens on (default: all).")
+	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the pod webhook listens on.")
 	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook's tls.crt and tls.key.")
 	flag.StringVar(&o.webhookFailurePolicy, "webhook-failure-policy", "Ignore", "When the IAMRoleBindings of a pod cannot be looked up: Ignore admits it without credentials (Warning event, metric), Fail denies it.")
 	flag.StringVar(&o.webhookCertSecret, "webhook-cert-secret", "stsbind-webhook-server-cert", "Secret, in the operator's namespace, of the self-managed certificate.")
@@ -131,7 +135,9 @@ func run(o options) error {
 		// The new leader starts at once when the old one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
 		Cache:                         cacheOpts,
-		WebhookServer:                 crwebhook.NewServer(crwebhook.Options{CertDir: o.webhookCertDir, TLSOpts: tlsOpts}),
+		WebhookServer: crwebhook.NewServer(crwebhook.Options{
+			Host: o.webhookHost, Port: o.webhookPort, CertDir: o.webhookCertDir, TLSOpts: tlsOpts,
+		}),
 	})
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
