@@ -6,6 +6,14 @@ SHELL := /usr/bin/env bash -o pipefail
 LOCALBIN ?= $(CURDIR)/bin
 CONTROLLER_GEN ?= $(LOCALBIN)/controller-gen
 CONTROLLER_TOOLS_VERSION ?= v0.23.0
+HELM ?= $(LOCALBIN)/helm
+HELM_VERSION ?= v4.3.1
+KUSTOMIZE ?= $(LOCALBIN)/kustomize
+KUSTOMIZE_VERSION ?= v5.8.2
+
+# The manager image (make docker-build).
+IMG ?= ghcr.io/stsbind/stsbind:0.1.0
+CONTAINER_TOOL ?= docker
 
 GO_TEST_FLAGS ?= -timeout 25m
 
@@ -23,6 +31,9 @@ help: ## Show the targets.
 .PHONY: manifests
 manifests: controller-gen ## Generate the CRD, RBAC and webhook configuration from the markers.
 	$(CONTROLLER_GEN) rbac:roleName=manager-role crd webhook paths="./..." output:crd:artifacts:config=config/crd/bases
+	@# The chart ships the same CRDs and the generated RBAC rules.
+	rm -f charts/stsbind/crds/*.yaml && cp config/crd/bases/*.yaml charts/stsbind/crds/
+	cp config/rbac/role.yaml charts/stsbind/files/role.yaml
 
 .PHONY: generate
 generate: controller-gen ## Generate deepcopy code from the markers.
@@ -39,7 +50,7 @@ vet: ## Run go vet.
 .PHONY: verify-generated
 verify-generated: manifests generate ## In CI, fail when the markers generate something other than what is committed.
 	@if [[ "$${CI:-}" == "true" ]] && git rev-parse --git-dir >/dev/null 2>&1; then \
-	  if ! git diff --exit-code -- config api; then \
+	  if ! git diff --exit-code -- config api charts/stsbind/crds charts/stsbind/files; then \
 	    echo "generated files differ from the markers: run 'make manifests generate' and commit" >&2; exit 1; \
 	  fi; \
 	fi
@@ -53,7 +64,7 @@ minio: ## Build or reuse the MinIO server used as STS and S3 by the e2e tests an
 	@hack/minio.sh >/dev/null
 
 .PHONY: test
-test: verify-generated fmt vet ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, AWS CLI, boto3).
+test: verify-generated fmt vet lint-dockerfile helm kustomize ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, AWS CLI, boto3), Helm chart and kustomize.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" STSBIND_MINIO="$$(hack/minio.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: demo
@@ -61,6 +72,18 @@ demo: manifests ## Run the product locally: control plane, MinIO, operator, samp
 	go run ./hack/demo
 
 ##@ Build
+
+.PHONY: docker-build
+docker-build: ## Build the manager image IMG with CONTAINER_TOOL (docker, podman).
+	$(CONTAINER_TOOL) build -t $(IMG) .
+
+.PHONY: docker-push
+docker-push: ## Push the manager image IMG.
+	$(CONTAINER_TOOL) push $(IMG)
+
+.PHONY: lint-dockerfile
+lint-dockerfile: ## Check the Dockerfile with BuildKit's rules (docker build --check), no engine needed.
+	cd hack/dockerfile-lint && go run . ../../Dockerfile
 
 .PHONY: build
 build: manifests generate fmt vet ## Build the manager binary into bin/.
@@ -77,3 +100,22 @@ controller-gen: $(CONTROLLER_GEN)
 $(CONTROLLER_GEN):
 	@mkdir -p $(LOCALBIN)
 	GOBIN=$(LOCALBIN) go install sigs.k8s.io/controller-tools/cmd/controller-gen@$(CONTROLLER_TOOLS_VERSION)
+
+.PHONY: helm
+helm: $(HELM) ## Install helm into bin/.
+$(HELM): $(LOCALBIN)/helm-$(HELM_VERSION)
+	ln -sf helm-$(HELM_VERSION) $(HELM)
+$(LOCALBIN)/helm-$(HELM_VERSION):
+	@mkdir -p $(LOCALBIN)
+	@# go install leaves the version at the minor; say the exact one.
+	GOBIN=$(LOCALBIN)/.helm-$(HELM_VERSION) go install -ldflags "-X helm.sh/helm/v4/internal/version.version=$(HELM_VERSION)" helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+	mv $(LOCALBIN)/.helm-$(HELM_VERSION)/helm $@ && rmdir $(LOCALBIN)/.helm-$(HELM_VERSION)
+
+.PHONY: kustomize
+kustomize: $(KUSTOMIZE) ## Install kustomize into bin/.
+$(KUSTOMIZE): $(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION)
+	ln -sf kustomize-$(KUSTOMIZE_VERSION) $(KUSTOMIZE)
+$(LOCALBIN)/kustomize-$(KUSTOMIZE_VERSION):
+	@mkdir -p $(LOCALBIN)
+	GOBIN=$(LOCALBIN)/.kustomize-$(KUSTOMIZE_VERSION) go install sigs.k8s.io/kustomize/kustomize/v5@$(KUSTOMIZE_VERSION)
+	mv $(LOCALBIN)/.kustomize-$(KUSTOMIZE_VERSION)/kustomize $@ && rmdir $(LOCALBIN)/.kustomize-$(KUSTOMIZE_VERSION)
