@@ -91,7 +91,7 @@ build: manifests generate fmt vet ## Build the manager binary into bin/.
 
 .PHONY: run
 run: manifests generate fmt vet ## Run the controller against the cluster in ~/.kube/config.
-	go run . --leader-elect=false --metrics-bind-address=0
+	go run . --leader-elect=false --metrics-bind-address=0 --webhook-cert-mode=disabled
 
 ##@ Tools
 

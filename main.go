@@ -13,6 +13,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
@@ -28,6 +29,7 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
+	"github.com/stsbind/stsbind/internal/credserver"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
 	"github.com/stsbind/stsbind/webhook"
@@ -61,9 +63,16 @@ type options struct {
 	webhookHost                                             string
 	webhookPort                                             int
 	webhookCertSecret, webhookService, webhookConfiguration string
+
+	sidecarImage, sidecarCPU, sidecarMemory string
+	sidecarPort                             int
 }
 
 func main() {
+	// The Endpoint-mode sidecar runs from the same image: `stsbind credentials-server`.
+	if len(os.Args) > 1 && os.Args[1] == credserver.Subcommand {
+		os.Exit(credserver.Main(os.Args[2:]))
+	}
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 for HTTPS, :8080 for HTTP, 0 to disable).")
 	flag.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
@@ -80,6 +89,10 @@ func main() {
 	flag.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Kubernetes API requests allowed in a burst.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 16, "Bindings reconciled in parallel.")
 	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
+	flag.StringVar(&o.sidecarImage, "sidecar-image", "ghcr.io/stsbind/stsbind:0.1.0", "Image of the Endpoint-mode sidecar: the operator's own image, which holds /credentials-server.")
+	flag.IntVar(&o.sidecarPort, "sidecar-port", int(webhook.DefaultSidecarPort), "Loopback port the Endpoint-mode sidecar serves on in each pod.")
+	flag.StringVar(&o.sidecarCPU, "sidecar-cpu-request", "5m", "CPU request of the Endpoint-mode sidecar.")
+	flag.StringVar(&o.sidecarMemory, "sidecar-memory", "16Mi", "Memory request and limit of the Endpoint-mode sidecar.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the pod webhook listens on (default: all).")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the pod webhook listens on.")
 	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook's tls.crt and tls.key.")
@@ -170,18 +183,45 @@ func run(o options) error {
 	return mgr.Start(ctx)
 }
 
+// sidecarOptions reads the Endpoint-mode sidecar flags.
+func sidecarOptions(o options) (webhook.SidecarOptions, error) {
+	cpu, err := resource.ParseQuantity(o.sidecarCPU)
+	if err != nil {
+		return webhook.SidecarOptions{}, fmt.Errorf("--sidecar-cpu-request: %w", err)
+	}
+	mem, err := resource.ParseQuantity(o.sidecarMemory)
+	if err != nil {
+		return webhook.SidecarOptions{}, fmt.Errorf("--sidecar-memory: %w", err)
+	}
+	if o.sidecarPort < 1 || o.sidecarPort > 65535 {
+		return webhook.SidecarOptions{}, fmt.Errorf("--sidecar-port must be a port number, not %d", o.sidecarPort)
+	}
+	return webhook.SidecarOptions{
+		Image: o.sidecarImage,
+		Port:  int32(o.sidecarPort),
+		Resources: corev1.ResourceRequirements{
+			Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem},
+			Limits:   corev1.ResourceList{corev1.ResourceMemory: mem},
+		},
+	}, nil
+}
+
 // setupWebhook registers the pod webhook; the checker reports it ready to serve.
 func setupWebhook(mgr ctrl.Manager, o options) (healthz.Checker, error) {
 	policy := admissionregistrationv1.FailurePolicyType(o.webhookFailurePolicy)
 	if policy != admissionregistrationv1.Ignore && policy != admissionregistrationv1.Fail {
 		return nil, fmt.Errorf("--webhook-failure-policy must be Ignore or Fail, not %q", policy)
 	}
+	sidecar, err := sidecarOptions(o)
+	if err != nil {
+		return nil, err
+	}
 	d := &webhook.PodDefaulter{
 		Cache:         mgr.GetCache(),
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
 		FailurePolicy: policy,
-		Options:       webhook.Options{DefaultRegion: o.defaultRegion},
+		Options:       webhook.Options{DefaultRegion: o.defaultRegion, Sidecar: sidecar},
 	}
 	if o.watchNamespaces != "" {
 		d.Namespaces = strings.Split(strings.ReplaceAll(o.watchNamespaces, " ", ""), ",")

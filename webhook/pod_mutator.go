@@ -15,11 +15,26 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 )
 
-// Options tune the mutation. Endpoint mode will add its sidecar image and port here.
+// Options tune the mutation.
 type Options struct {
 	// DefaultRegion is the region for bindings without spec.region (the
 	// controller's --default-region). Empty: no region variables for them.
 	DefaultRegion string
+	// Sidecar configures the Endpoint-mode credentials server.
+	Sidecar SidecarOptions
+	// NewToken returns a fresh per-pod token for the Endpoint sidecar;
+	// default 32 random bytes, hex. Tests pin it.
+	NewToken func() string
+}
+
+// SidecarOptions configure the Endpoint-mode sidecar.
+type SidecarOptions struct {
+	// Image holds /credentials-server: the operator's own image.
+	Image string
+	// Port is the loopback port it serves on; default 9911.
+	Port int32
+	// Resources of the sidecar container.
+	Resources corev1.ResourceRequirements
 }
 
 // Environment variables the webhook sets.
@@ -27,6 +42,10 @@ const (
 	EnvConfigFile    = "AWS_CONFIG_FILE"
 	EnvRegion        = "AWS_REGION"
 	EnvDefaultRegion = "AWS_DEFAULT_REGION"
+	// EnvFullURI and EnvAuthToken point the SDKs at the Endpoint sidecar.
+	// Older CLIs and boto3 ignore the _FILE variant of the token.
+	EnvFullURI   = "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+	EnvAuthToken = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 )
 
 const (
@@ -71,15 +90,15 @@ func mutatePod(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Option
 		slices.SortFunc(matched, func(a, b *stsbindv1.IAMRoleBinding) int { return strings.Compare(a.Name, b.Name) })
 	}
 	def := defaultBinding(pod, matched)
+	token := ensureSidecar(pod, matched, opts)
 	for _, b := range matched {
-		injectBinding(pod, b, b == def, opts)
+		injectBinding(pod, b, b == def, opts, token)
 	}
 }
 
 // handledMode reports whether the webhook injects bindings of this mode.
-// Endpoint is not served yet: its pods stay untouched rather than half-injected.
 func handledMode(m stsbindv1.InjectionMode) bool {
-	return m == stsbindv1.InjectionFiles || m == stsbindv1.InjectionEnv
+	return m == stsbindv1.InjectionFiles || m == stsbindv1.InjectionEnv || m == stsbindv1.InjectionEndpoint
 }
 
 // optedOut reports whether the pod carries stsbind.dev/inject: "false".
@@ -123,9 +142,13 @@ func defaultBinding(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding) *stsbi
 	return matched[0]
 }
 
-func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool, opts Options) {
+func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool, opts Options, token string) {
 	mode := b.InjectionModeOrDefault()
 	dir := credentials.MountDir(b.Name)
+	if mode == stsbindv1.InjectionEndpoint {
+		injectEndpoint(pod, b, isDefault, opts, token)
+		return
+	}
 	vol, volExists := "", false
 	if mode == stsbindv1.InjectionFiles || !isDefault {
 		var ok bool
@@ -141,27 +164,31 @@ func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool,
 	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
-			if !selects(b, c.Name) {
+			if !selects(b, c.Name) || c.Name == SidecarName {
 				continue
 			}
 			if vol != "" && addMount(c, vol, dir) {
 				mounted = true
 			}
 			if isDefault {
-				addEnv(c, b, mode, dir, region)
+				addEnv(c, b, mode, dir, region, opts, "")
 			}
 		}
 	}
 	if mounted && !volExists {
-		mode := secretFileMode
-		pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
-			Name: vol,
-			VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-				SecretName:  b.SecretNameOrDefault(),
-				DefaultMode: &mode,
-			}},
-		})
+		addSecretVolume(pod, vol, b)
 	}
+}
+
+func addSecretVolume(pod *corev1.Pod, vol string, b *stsbindv1.IAMRoleBinding) {
+	mode := secretFileMode
+	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
+		Name: vol,
+		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+			SecretName:  b.SecretNameOrDefault(),
+			DefaultMode: &mode,
+		}},
+	})
 }
 
 // selects reports whether the binding's container allow-list admits name.
@@ -235,10 +262,17 @@ func addMount(c *corev1.Container, vol, dir string) bool {
 	return true
 }
 
-func addEnv(c *corev1.Container, b *stsbindv1.IAMRoleBinding, mode stsbindv1.InjectionMode, dir, region string) {
+func addEnv(c *corev1.Container, b *stsbindv1.IAMRoleBinding, mode stsbindv1.InjectionMode, dir, region string, opts Options, token string) {
 	switch mode {
 	case stsbindv1.InjectionFiles:
 		setEnv(c, corev1.EnvVar{Name: EnvConfigFile, Value: dir + "/" + credentials.KeyConfigFile})
+	case stsbindv1.InjectionEndpoint:
+		// URI and token go together: a pod that sets either keeps both its own.
+		if !hasEnv(c, EnvFullURI) && !hasEnv(c, EnvAuthToken) {
+			c.Env = append(c.Env,
+				corev1.EnvVar{Name: EnvFullURI, Value: endpointURL(b.Name, opts.sidecarPort())},
+				corev1.EnvVar{Name: EnvAuthToken, Value: token})
+		}
 	case stsbindv1.InjectionEnv:
 		if !slices.ContainsFunc(envCredentialKeys[:], func(k string) bool { return hasEnv(c, k) }) {
 			secret := b.SecretNameOrDefault()

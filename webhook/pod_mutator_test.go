@@ -20,7 +20,11 @@ import (
 var update = flag.Bool("update", false, "rewrite webhook/testdata/*.out.yaml from the current mutation")
 
 // fixtureOptions are the Options every fixture runs with.
-var fixtureOptions = Options{DefaultRegion: "us-east-1"}
+var fixtureOptions = Options{
+	DefaultRegion: "us-east-1",
+	Sidecar:       SidecarOptions{Image: "ghcr.io/stsbind/stsbind:test"},
+	NewToken:      func() string { return "per-pod-token-for-tests" },
+}
 
 // readFixture reads <case>.in.yaml: a Pod, then the IAMRoleBindings of its
 // namespace, as YAML documents.
