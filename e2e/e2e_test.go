@@ -48,6 +48,7 @@ var (
 	k8s      client.Client
 	minio    *miniotest.Server
 	s3client string // the built e2e/s3client program
+	credsrv  string // the built Endpoint-mode sidecar
 	logs     bytes.Buffer
 )
 
@@ -96,6 +97,10 @@ func run(m *testing.M) (int, error) {
 	s3client = filepath.Join(bin, "s3client")
 	if out, err := exec.Command("go", "build", "-o", s3client, "./s3client").CombinedOutput(); err != nil {
 		return 0, fmt.Errorf("building s3client: %v\n%s", err, out)
+	}
+	credsrv = filepath.Join(bin, "credentials-server")
+	if out, err := exec.Command("go", "build", "-o", credsrv, "../cmd/credentials-server").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("building credentials-server: %v\n%s", err, out)
 	}
 
 	stopped, err := startOperator(ctx)
