@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	authv1 "k8s.io/api/authentication/v1"
@@ -71,6 +72,10 @@ type IAMRoleBindingReconciler struct {
 	// SkipNameValidation lets a second manager in one process register the
 	// controller again (restart tests).
 	SkipNameValidation bool
+
+	// written holds the resourceVersion of each Secret as this controller
+	// last wrote it (types.NamespacedName -> string).
+	written sync.Map
 }
 
 // SetupWithManager registers the controller. index.Setup must have run on the
@@ -96,7 +101,18 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// Status writes do not bump the generation; without this predicate
 		// every status write would reconcile (and maybe call STS) once more.
 		For(&stsbindv1.IAMRoleBinding{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
-		Owns(&corev1.Secret{}).
+		// The watch event of the controller's own Secret write would only
+		// reconcile to "keep", and from a cache that may not hold the status
+		// just written yet, so it would write that status twice. Any other
+		// change to the Secret (drift) has another resourceVersion.
+		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return !r.ownWrite(e.Object) },
+			UpdateFunc: func(e event.UpdateEvent) bool { return !r.ownWrite(e.ObjectNew) },
+			DeleteFunc: func(e event.DeleteEvent) bool {
+				r.written.Delete(client.ObjectKeyFromObject(e.Object))
+				return true
+			},
+		})).
 		WatchesMetadata(&corev1.ServiceAccount{},
 			handler.EnqueueRequestsFromMapFunc(r.bindingsForServiceAccount),
 			builder.WithPredicates(predicate.Funcs{
@@ -113,6 +129,12 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			SkipNameValidation:      ptr.To(r.SkipNameValidation),
 		}).
 		Complete(r)
+}
+
+// ownWrite tells whether s is the Secret exactly as this controller last wrote it.
+func (r *IAMRoleBindingReconciler) ownWrite(s client.Object) bool {
+	rv, ok := r.written.Load(client.ObjectKeyFromObject(s))
+	return ok && rv == s.GetResourceVersion()
 }
 
 func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context, sa client.Object) []reconcile.Request {
@@ -320,6 +342,7 @@ func (r *IAMRoleBindingReconciler) writeSecret(ctx context.Context, b *stsbindv1
 			if err != nil {
 				return fmt.Errorf("creating Secret %s: %w", s.Name, err)
 			}
+			r.written.Store(client.ObjectKeyFromObject(s), s.ResourceVersion)
 			return nil
 		}
 		// Created meanwhile (by us, seen late, or by someone else): read it live
@@ -346,12 +369,17 @@ func (r *IAMRoleBindingReconciler) writeSecret(ctx context.Context, b *stsbindv1
 		if err != nil {
 			return err
 		}
+		r.written.Store(client.ObjectKeyFromObject(s), s.ResourceVersion)
 		return nil
 	})
 }
 
 // setReady records valid credentials.
 func (r *IAMRoleBindingReconciler) setReady(b *stsbindv1.IAMRoleBinding, expiration, next time.Time) {
+	// Status times travel in whole seconds. Unrounded, the jittered refresh
+	// time would differ from the one read back, and every reconcile that
+	// keeps the credentials would write the same status again.
+	expiration, next = expiration.Truncate(time.Second), next.Truncate(time.Second)
 	b.Status.Expiration = ptr.To(metav1.NewTime(expiration))
 	b.Status.NextRefreshTime = ptr.To(metav1.NewTime(next))
 	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{

@@ -109,6 +109,7 @@ func run(ctx context.Context) error {
 	}
 	defer logFile.Close()
 	operator.Stdout, operator.Stderr = logFile, logFile
+	operator.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := operator.Start(); err != nil {
 		return err
 	}

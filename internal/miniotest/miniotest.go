@@ -18,6 +18,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -116,6 +117,8 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		"MINIO_UPDATE=off",
 	}
 	s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
+	// MinIO dies with the test or demo process, however that ends.
+	s.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := s.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting minio: %w", err)
 	}
