@@ -15,7 +15,7 @@ KUSTOMIZE_VERSION ?= v5.8.2
 IMG ?= ghcr.io/stsbind/stsbind:0.1.0
 CONTAINER_TOOL ?= docker
 
-GO_TEST_FLAGS ?= -timeout 25m
+GO_TEST_FLAGS ?= -count=1 -timeout 25m
 
 .PHONY: all
 all: build

@@ -5,7 +5,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -49,7 +48,7 @@ var (
 	minio    *miniotest.Server
 	s3client string // the built e2e/s3client program
 	credsrv  string // the built Endpoint-mode sidecar
-	logs     bytes.Buffer
+	logs     = &lockedBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -65,7 +64,7 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) (int, error) {
-	ctrl.SetLogger(zap.New(zap.WriteTo(&lockedWriter{w: &logs})))
+	ctrl.SetLogger(zap.New(zap.WriteTo(logs)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	var err error

@@ -6,7 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -23,6 +22,7 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 	"github.com/stsbind/stsbind/internal/credserver"
 	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/internal/testenv"
 )
 
 // boto3Loop is a long-running boto3 program: one client for its whole life,
@@ -77,7 +77,10 @@ func TestRotationWithLongRunningClients(t *testing.T) {
 	writeMount(t, dir, first, binding)
 
 	// The sidecar, as the webhook runs it: loopback, per-pod token, the mount dir.
-	port := freePort(t)
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	token := rand.String(32)
 	sidecarLog := &lockedBuffer{}
 	sidecar := exec.Command(credsrv, fmt.Sprintf("--listen=127.0.0.1:%d", port), "--dir="+credentials.MountRoot, "--binding="+binding)
@@ -240,16 +243,6 @@ func waitHealthy(t *testing.T, port int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // longRunning is a client process printing "round N: ok|FAIL ..." lines.

@@ -10,7 +10,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -20,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/stsbind/stsbind/internal/testenv"
 )
 
 // Options configure the server.
@@ -91,7 +92,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(certs, "CAs", "kube-apiserver.crt"), o.CAData, 0o600); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := testenv.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -174,15 +175,6 @@ func (s *Server) Stop() {
 		}
 	}
 	_ = os.RemoveAll(s.dir)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 type syncBuffer struct {

@@ -106,7 +106,7 @@ func Start(opts Options) (*Env, error) {
 	args := apiServer.Configure()
 	issuer := ""
 	if opts.OIDCIssuer {
-		port, err := freePort()
+		port, err := FreePort()
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +154,8 @@ func allowAnonymousDiscovery(c client.Client) error {
 	return nil
 }
 
-func freePort() (int, error) {
+// FreePort returns a loopback port that was free a moment ago.
+func FreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
