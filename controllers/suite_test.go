@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/prometheus/common/expfmt"
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
 	eventsv1 "k8s.io/api/events/v1"
@@ -25,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
@@ -334,6 +336,23 @@ func checkNoCredentialMaterial() error {
 	if err := k8s.List(ctx, &bindings); err != nil {
 		return err
 	}
+	// Metrics, as a scrape of the manager's registry would render them.
+	families, err := metrics.Registry.Gather()
+	if err != nil {
+		return err
+	}
+	var scrape strings.Builder
+	for _, mf := range families {
+		if _, err := expfmt.MetricFamilyToText(&scrape, mf); err != nil {
+			return err
+		}
+	}
+	for _, want := range []string{`stsbind_sts_requests_total{result="success"}`, `stsbind_sts_requests_total{result="AccessDenied"}`} {
+		if !strings.Contains(scrape.String(), want) {
+			return fmt.Errorf("the metrics lack %s: the scrape would prove nothing", want)
+		}
+	}
+	places = append(places, scrape.String())
 	for _, b := range bindings.Items {
 		raw, _ := json.Marshal(b.Status)
 		places = append(places, string(raw))
@@ -346,7 +365,7 @@ func checkNoCredentialMaterial() error {
 			}
 		}
 	}
-	fmt.Printf("leak check: %d credentials and %d tokens absent from %d bytes of logs, %d events and %d statuses\n",
-		len(fake.Issued()), tokens, len(logText), len(events.Items), len(bindings.Items))
+	fmt.Printf("leak check: %d credentials and %d tokens absent from %d bytes of logs, %d events, %d statuses and %d bytes of metrics\n",
+		len(fake.Issued()), tokens, len(logText), len(events.Items), len(bindings.Items), scrape.Len())
 	return nil
 }

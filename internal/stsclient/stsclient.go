@@ -108,9 +108,12 @@ func (c *Client) client(region, endpoint string) *sts.Client {
 
 // AssumeRoleWithWebIdentity waits for the rate limit, then exchanges the token.
 func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Result, error) {
+	waitStart := time.Now()
 	if err := c.limiter.Wait(ctx); err != nil {
 		return Result{}, fmt.Errorf("waiting for the STS rate limit: %w", err)
 	}
+	start := time.Now()
+	rateLimitWait.Observe(start.Sub(waitStart).Seconds())
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
 
@@ -127,6 +130,8 @@ func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Re
 		in.PolicyArns = append(in.PolicyArns, ststypes.PolicyDescriptorType{Arn: aws.String(arn)})
 	}
 	out, err := c.client(req.Region, req.Endpoint).AssumeRoleWithWebIdentity(ctx, in)
+	duration.Observe(time.Since(start).Seconds())
+	requests.WithLabelValues(result(err)).Inc()
 	if err != nil {
 		return Result{}, err
 	}
