@@ -5,6 +5,7 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"net/http"
@@ -41,6 +42,10 @@ import (
 )
 
 const region = "us-east-1"
+
+// sidecarPort is where the webhook tells Endpoint-mode pods to find their
+// sidecar; chosen free at start, since the tests share the host's loopback.
+var sidecarPort int32
 
 var (
 	env      *testenv.Env
@@ -102,6 +107,11 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("building credentials-server: %v\n%s", err, out)
 	}
 
+	port, err := testenv.FreePort()
+	if err != nil {
+		return 0, err
+	}
+	sidecarPort = int32(port)
 	stopped, err := startOperator(ctx)
 	if err != nil {
 		return 0, err
@@ -144,7 +154,7 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 		APIReader:     mgr.GetAPIReader(),
 		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
 		FailurePolicy: admissionregistrationv1.Fail,
-		Options:       webhook.Options{DefaultRegion: region},
+		Options:       webhook.Options{DefaultRegion: region, Sidecar: webhook.SidecarOptions{Image: "stsbind:e2e", Port: sidecarPort}},
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -379,6 +389,78 @@ func TestEnvModeWithRealClients(t *testing.T) {
 	out = runClient(t, view, "boto3", "/usr/bin/python3", "-c", boto3Script, minio.Endpoint, bucket, "boto3.txt")
 	if !strings.Contains(out, "object: boto3.txt") {
 		t.Errorf("boto3 listing:\n%s", out)
+	}
+}
+
+// TestEndpointModeWithRealClients: the webhook's sidecar, run exactly as the
+// stored pod spec says (its command from the image is the built
+// credentials-server), serves the app container, whose Go SDK, AWS CLI and
+// boto3 reach it through the variables the webhook set.
+func TestEndpointModeWithRealClients(t *testing.T) {
+	f := newFixture(t)
+	name := "endpoint-" + rand.String(5)
+	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEndpoint })
+	pod := f.pod("app")
+	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	secrets := map[string]*corev1.Secret{name: f.secret(name)}
+
+	if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != webhook.SidecarName {
+		t.Fatalf("no sidecar in the stored pod: %+v", pod.Spec.InitContainers)
+	}
+	sc := pod.Spec.InitContainers[0]
+	side, err := podview.Materialize(pod, sc.Name, secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer side.Cleanup()
+	fromImage := func(argv []string) []string {
+		if argv[0] != "/credentials-server" {
+			t.Fatalf("the sidecar runs %q, not the image's /credentials-server", argv[0])
+		}
+		return append([]string{credsrv}, argv[1:]...)
+	}
+	argv := fromImage(append(append([]string{}, sc.Command...), sc.Args...))
+	sidecar := exec.Command(argv[0], argv[1:]...)
+	sidecar.Env = side.Env
+	var sidecarLog bytes.Buffer
+	sidecar.Stderr = &sidecarLog
+	if err := sidecar.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sidecar.Process.Kill(); _ = sidecar.Wait() }()
+	probe := fromImage(sc.StartupProbe.Exec.Command)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		cmd := exec.Command(probe[0], probe[1:]...)
+		if cmd.Run() == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the startup probe never passed; sidecar log:\n%s", sidecarLog.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	app, err := podview.Materialize(pod, "app", secrets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app.Cleanup()
+	if app.Lookup("AWS_CONTAINER_AUTHORIZATION_TOKEN") != side.Lookup("STSBIND_AUTHORIZATION_TOKEN") || app.Lookup("AWS_CONFIG_FILE") != "" {
+		t.Fatalf("app env does not pair with the sidecar: %v", envNames(app.Env))
+	}
+	bucket := "endpoint-" + strings.ToLower(rand.String(6))
+	runClient(t, app, "aws-sdk-go-v2", s3client, "-endpoint", minio.Endpoint, "-bucket", bucket, "-key", "go.txt")
+	runClient(t, app, "aws cli", "/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "put-object",
+		"--bucket", bucket, "--key", "cli.txt", "--body", "/etc/hostname")
+	out := runClient(t, app, "boto3", "/usr/bin/python3", "-c", boto3Script, minio.Endpoint, bucket, "boto3.txt")
+	for _, key := range []string{"go.txt", "cli.txt", "boto3.txt"} {
+		if !strings.Contains(out, "object: "+key) {
+			t.Errorf("boto3 listing lacks %s:\n%s", key, out)
+		}
+	}
+	if n := strings.Count(sidecarLog.String(), `"msg":"Served credentials"`); n < 3 {
+		t.Errorf("the sidecar served %d requests, want one per client at least", n)
 	}
 }
 

@@ -21,13 +21,15 @@ type View struct {
 	dirs []string
 }
 
-// Materialize resolves container's env and writes its Secret volume mounts at
+// Materialize resolves the env of container (an app or init container) and writes its Secret volume mounts at
 // their real paths, as kubelet would. secrets are looked up by name.
 func Materialize(pod *corev1.Pod, container string, secrets map[string]*corev1.Secret) (*View, error) {
 	var c *corev1.Container
-	for i := range pod.Spec.Containers {
-		if pod.Spec.Containers[i].Name == container {
-			c = &pod.Spec.Containers[i]
+	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+		for i := range cs {
+			if cs[i].Name == container {
+				c = &cs[i]
+			}
 		}
 	}
 	if c == nil {
