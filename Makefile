@@ -71,6 +71,10 @@ test: verify-generated fmt vet lint-dockerfile helm kustomize ## Run every test:
 demo: manifests ## Run the product locally: control plane, MinIO, operator, sample binding, pod and an S3 call. Ctrl-C stops.
 	go run ./hack/demo
 
+.PHONY: bench
+bench: ## Run the benchmarks (webhook, controller at 1,000 and 10,000 bindings; minutes) and print the table against DESIGN.md's targets.
+	hack/bench/run.sh
+
 ##@ Build
 
 .PHONY: docker-build

@@ -85,8 +85,12 @@ func main() {
 	flag.Float64Var(&o.stsQPS, "sts-qps", 100, "Steady STS calls per second for the whole controller (0: unlimited).")
 	flag.IntVar(&o.stsBurst, "sts-burst", 200, "STS calls allowed in a burst above --sts-qps.")
 	flag.DurationVar(&o.stsTimeout, "sts-timeout", 30*time.Second, "Timeout of one STS call.")
-	flag.Float64Var(&o.kubeQPS, "kube-api-qps", 100, "Steady Kubernetes API requests per second.")
-	flag.IntVar(&o.kubeBurst, "kube-api-burst", 200, "Kubernetes API requests allowed in a burst.")
+	// Each resource type gets its own client-side limit. Issuing credentials
+	// costs about five requests per binding, so at 100/s 10,000 new bindings
+	// took minutes; --max-concurrent-reconciles and the API server's priority
+	// and fairness bound the load anyway.
+	flag.Float64Var(&o.kubeQPS, "kube-api-qps", 500, "Steady Kubernetes API requests per second, per resource type.")
+	flag.IntVar(&o.kubeBurst, "kube-api-burst", 1000, "Kubernetes API requests allowed in a burst, per resource type.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 16, "Bindings reconciled in parallel.")
 	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
 	flag.StringVar(&o.sidecarImage, "sidecar-image", "ghcr.io/stsbind/stsbind:0.1.0", "Image of the Endpoint-mode sidecar: the operator's own image, which holds /credentials-server.")

@@ -106,7 +106,7 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		// just written yet, so it would write that status twice. Any other
 		// change to the Secret (drift) has another resourceVersion.
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
-			CreateFunc: func(e event.CreateEvent) bool { return !r.ownWrite(e.Object) },
+			CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList && !r.ownWrite(e.Object) },
 			UpdateFunc: func(e event.UpdateEvent) bool { return !r.ownWrite(e.ObjectNew) },
 			DeleteFunc: func(e event.DeleteEvent) bool {
 				r.written.Delete(client.ObjectKeyFromObject(e.Object))
@@ -117,8 +117,11 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			handler.EnqueueRequestsFromMapFunc(r.bindingsForServiceAccount),
 			builder.WithPredicates(predicate.Funcs{
 				// A binding waits for its ServiceAccount to appear; nothing
-				// else about a ServiceAccount changes the credentials.
-				CreateFunc:  func(event.CreateEvent) bool { return true },
+				// else about a ServiceAccount changes the credentials. The
+				// bindings' own initial list already enqueues every binding:
+				// at startup this watch (and the Secret one) would only
+				// reconcile some a second time.
+				CreateFunc:  func(e event.CreateEvent) bool { return !e.IsInInitialList },
 				UpdateFunc:  func(event.UpdateEvent) bool { return false },
 				DeleteFunc:  func(event.DeleteEvent) bool { return false },
 				GenericFunc: func(event.GenericEvent) bool { return false },

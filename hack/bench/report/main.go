@@ -1,0 +1,212 @@
+// Command report reads `go test -bench` output of the stsbind benchmarks and
+// prints one table of figures against DESIGN.md's performance targets.
+//
+//	go run ./hack/bench/report hack/bench/out/bench-*.txt
+//
+// A figure that ran several times (-count) is reported as its median. The
+// exit status is 0 whatever the verdicts: the figures are for people.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+)
+
+// results maps a benchmark name without the -GOMAXPROCS suffix to its
+// metrics, each unit holding every value seen.
+type results map[string]map[string][]float64
+
+var (
+	benchLine  = regexp.MustCompile(`^(Benchmark\S+?)(?:-\d+)?\s+\d+\s+(.*)$`)
+	configLine = regexp.MustCompile(`^([a-z][^\s:]*):\s+(.*)$`)
+)
+
+// config holds the benchstat configuration lines (cpus, goos, commit, ...),
+// the last value of each.
+var config = map[string]string{}
+
+func parse(r io.Reader, into results) error {
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		if m := configLine.FindStringSubmatch(s.Text()); m != nil {
+			config[m[1]] = m[2]
+			continue
+		}
+		m := benchLine.FindStringSubmatch(s.Text())
+		if m == nil {
+			continue
+		}
+		fields := strings.Fields(m[2])
+		if into[m[1]] == nil {
+			into[m[1]] = map[string][]float64{}
+		}
+		for i := 0; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				continue
+			}
+			into[m[1]][fields[i+1]] = append(into[m[1]][fields[i+1]], v)
+		}
+	}
+	return s.Err()
+}
+
+func (r results) get(bench, unit string) (float64, bool) {
+	vs := r[bench][unit]
+	if len(vs) == 0 {
+		return 0, false
+	}
+	vs = slices.Clone(vs)
+	slices.Sort(vs)
+	return vs[len(vs)/2], true
+}
+
+// row is one line of the table: a figure, its target and a verdict.
+type row struct {
+	figure, target, measured, verdict string
+}
+
+// check compares a figure with a target. ok nil means the figure has no
+// target of its own and is shown for context.
+type check struct {
+	figure string
+	bench  string
+	unit   string
+	scale  float64 // multiply the stored value (e.g. ns -> µs)
+	format string
+	target string
+	ok     func(float64) bool
+}
+
+func below(limit float64) func(float64) bool { return func(v float64) bool { return v < limit } }
+func equal(want float64) func(float64) bool  { return func(v float64) bool { return v == want } }
+
+func checks(r results) []check {
+	cs := []check{
+		{"mutation, 1 binding", "BenchmarkMutatePod/bindings=1", "ns/op", 1e-3, "%.1f µs", "< 20 µs", below(20)},
+		{"mutation, 1 binding", "BenchmarkMutatePod/bindings=1", "allocs/op", 1, "%.0f allocs", "a few dozen (< 50)", below(50)},
+		{"mutation, 5 bindings", "BenchmarkMutatePod/bindings=5", "ns/op", 1e-3, "%.1f µs", "", nil},
+		{"mutation, 5 bindings", "BenchmarkMutatePod/bindings=5", "allocs/op", 1, "%.0f allocs", "", nil},
+		{"lookup, cache hit", "BenchmarkLookup/cache-hit", "ns/op", 1e-3, "%.1f µs", "", nil},
+		{"lookup, cache miss (live List)", "BenchmarkLookup/cache-miss-live-list", "ns/op", 1e-3, "%.0f µs", "", nil},
+	}
+	for _, c := range []struct{ name, label string }{
+		{"match", "pod with a binding"},
+		{"no-binding-live-list", "pod without a binding (live List)"},
+		{"baseline-static-https", "baseline: static HTTPS answer"},
+	} {
+		bench := "BenchmarkWebhookHTTPS/" + c.name
+		rate, _ := r.get(bench, "reviews/s")
+		label := fmt.Sprintf("webhook HTTPS, %s, %.0f/s", c.label, rate)
+		var p99ok, errOK func(float64) bool
+		target, errTarget := "", ""
+		if c.name != "baseline-static-https" {
+			p99ok, errOK, target, errTarget = below(2), equal(0), "< 2 ms", "0"
+		}
+		cs = append(cs,
+			check{label + ": p50", bench, "p50-us", 1e-3, "%.2f ms", "", nil},
+			check{label + ": p99", bench, "p99-us", 1e-3, "%.2f ms", target, p99ok},
+			check{label + ": max", bench, "max-us", 1e-3, "%.2f ms", "", nil},
+			check{label + ": errors", bench, "errors", 1, "%.0f", errTarget, errOK},
+		)
+	}
+	var scales []string
+	for name := range r {
+		if n, ok := strings.CutPrefix(name, "BenchmarkControllerScale/bindings="); ok {
+			scales = append(scales, n)
+		}
+	}
+	slices.SortFunc(scales, func(a, b string) int { x, _ := strconv.Atoi(a); y, _ := strconv.Atoi(b); return x - y })
+	for _, n := range scales {
+		bench := "BenchmarkControllerScale/bindings=" + n
+		p := n + " bindings: "
+		cs = append(cs,
+			check{p + "(a) all Ready after", bench, "ready-s", 1, "%.1f s", "< 60 s", below(60)},
+			check{p + "(a) STS rate limit alone needs", bench, "sts-limit-bound-s", 1, "%.1f s", "", nil},
+			check{p + "(a) STS calls per binding", bench, "sts-calls/binding", 1, "%.3f", "1", equal(1)},
+			check{p + "(a) API writes per binding", bench, "api-writes/binding", 1, "%.2f", "", nil},
+			check{p + "(a) API reads per binding", bench, "api-reads/binding", 1, "%.2f", "", nil},
+			check{p + "peak RSS of the test process", bench, "peak-RSS-MiB", 1, "%.0f MiB", "< 200 MiB", below(200)},
+			check{p + "heap after GC, after (a)", bench, "heap-after-GC-MiB", 1, "%.0f MiB", "", nil},
+			check{p + "(b) restart: STS calls", bench, "restart-sts-calls", 1, "%.0f", "0", equal(0)},
+			check{p + "(b) restart: all reconciled after", bench, "restart-reconciled-s", 1, "%.1f s", "< 20 s", below(20)},
+			check{p + "(b) restart: API writes", bench, "restart-api-writes", 1, "%.0f", "", nil},
+			check{p + "(c) refresh: STS calls per binding, min", bench, "refresh-sts-calls/binding-min", 1, "%.0f", "1", equal(1)},
+			check{p + "(c) refresh: STS calls per binding, max", bench, "refresh-sts-calls/binding-max", 1, "%.0f", "1", equal(1)},
+			check{p + "(c) refresh: Secret writes per binding", bench, "refresh-secret-writes/binding", 1, "%.3f", "1", equal(1)},
+		)
+	}
+	return cs
+}
+
+func main() {
+	r := results{}
+	for _, path := range os.Args[1:] {
+		f, err := os.Open(path)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(2)
+		}
+		err = parse(f, r)
+		f.Close()
+		if err != nil {
+			fmt.Fprintln(os.Stderr, path+":", err)
+			os.Exit(2)
+		}
+	}
+	if len(r) == 0 {
+		fmt.Fprintln(os.Stderr, "report: no benchmark results in", os.Args[1:])
+		os.Exit(2)
+	}
+	var rows []row
+	pass, fail := 0, 0
+	for _, c := range checks(r) {
+		v, ok := r.get(c.bench, c.unit)
+		if !ok {
+			continue
+		}
+		v *= c.scale
+		verdict := "-"
+		if c.ok != nil {
+			if c.ok(v) {
+				verdict, pass = "pass", pass+1
+			} else {
+				verdict, fail = "FAIL", fail+1
+			}
+		}
+		target := c.target
+		if target == "" {
+			target = "-"
+		}
+		rows = append(rows, row{c.figure, target, fmt.Sprintf(c.format, v), verdict})
+	}
+	cpus := config["cpus"]
+	if cpus == "" {
+		cpus = strconv.Itoa(runtime.NumCPU()) + " (this machine's)"
+	}
+	fmt.Printf("stsbind benchmarks: %s CPUs, %s memory, %s, commit %s; medians of the runs in %s\n\n",
+		cpus, orUnknown(config["mem"]), orUnknown(config["cpu"]), orUnknown(config["commit"]), strings.Join(os.Args[1:], " "))
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "FIGURE\tTARGET\tMEASURED\tRESULT")
+	for _, rw := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", rw.figure, rw.target, rw.measured, rw.verdict)
+	}
+	w.Flush()
+	fmt.Printf("\n%d met, %d missed\n", pass, fail)
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
