@@ -5,6 +5,8 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,6 +73,16 @@ func peakRSS() int64 {
 		}
 	}
 	return 0
+}
+
+// resetPeakRSS returns the heap to the OS and resets VmHWM to the current
+// RSS (Linux clear_refs "5"), so that the next peakRSS is a phase's own. It
+// returns the RSS after the reset.
+func resetPeakRSS() int64 {
+	runtime.GC()
+	debug.FreeOSMemory()
+	_ = os.WriteFile("/proc/self/clear_refs", []byte("5"), 0)
+	return peakRSS()
 }
 
 // apiCounter counts the requests a manager sends to the API server, by verb

@@ -3,7 +3,11 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
+	"os"
 	"runtime"
+	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -63,7 +67,7 @@ func configFromEnv(tb testing.TB, n int) scaleConfig {
 	}
 	// The refresh cycle must start after the first issue and the restart are
 	// over: it starts about two thirds of a lifetime after each issue.
-	c.Lifetime = envDuration(tb, "STSBIND_BENCH_LIFETIME", max(30*time.Second, time.Duration(n)*45*time.Millisecond))
+	c.Lifetime = envDuration(tb, "STSBIND_BENCH_LIFETIME", max(45*time.Second, time.Duration(n)*30*time.Millisecond))
 	return c
 }
 
@@ -82,6 +86,7 @@ type scaleResult struct {
 	readyVerifiedOK bool
 
 	// (b) restart with valid Secrets
+	rssRestart          int64
 	restartReconciledIn time.Duration
 	restartSTSCalls     int
 	restartAPI          map[string]int
@@ -242,9 +247,12 @@ func (s *scaleRun) startManager(ctx context.Context, restart bool) (stopped <-ch
 		Scheme:                 s.env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
-		}},
+		Cache: cache.Options{
+			ByObject: map[client.Object]cache.ByObject{
+				&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
+			},
+			DefaultTransform: cache.TransformStripManagedFields(),
+		},
 	})
 	if err != nil {
 		s.tb.Fatal(err)
@@ -326,7 +334,7 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	start := time.Now()
 	s.populate(ctx)
 	res.create = time.Since(start)
-	res.rssBeforeCtrl = peakRSS()
+	res.rssBeforeCtrl = resetPeakRSS()
 	if cfg.STSQPS > 0 {
 		res.stsBound = time.Duration(float64(max(0, cfg.N-cfg.STSBurst)) / cfg.STSQPS * float64(time.Second))
 	}
@@ -345,11 +353,17 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	res.heapAfterGC = ms.HeapAlloc
+	if path := os.Getenv("STSBIND_BENCH_HEAP_PROFILE"); path != "" {
+		writeHeapProfile(tb, path)
+	}
 	res.rssAfterIssue = peakRSS()
 
 	// (b) A new manager over Secrets that are all still valid.
 	cancel1()
 	<-stopped1
+	// A restarted controller is a new process: leave the first manager's
+	// memory out of the restart's peak.
+	resetPeakRSS()
 	s.tracker.reset()
 	s.api.snapshot()
 	callsBefore := fake.CallCount("")
@@ -362,6 +376,7 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	res.restartReconciledIn = time.Since(start)
 	restartOver := time.Now()
 	time.Sleep(settle)
+	res.rssRestart = peakRSS()
 	res.restartSTSCalls = fake.CallCount("") - callsBefore
 	res.restartAPI = s.api.snapshot()
 
@@ -396,6 +411,19 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	return res
 }
 
+// writeHeapProfile saves the live heap after the first issue, for
+// `go tool pprof -sample_index=inuse_space`.
+func writeHeapProfile(tb testing.TB, path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer f.Close()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 func perRole(calls []ststest.Call) map[string]int {
 	m := map[string]int{}
 	for _, c := range calls {
@@ -415,7 +443,11 @@ func BenchmarkControllerScale(b *testing.B) {
 		n = 20
 	}
 	cfg := configFromEnv(b, n)
-	b.Run(fmt.Sprintf("bindings=%d", n), func(b *testing.B) {
+	name := fmt.Sprintf("bindings=%d", n)
+	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+		name += fmt.Sprintf("/gomemlimit=%dMiB", limit>>20)
+	}
+	b.Run(name, func(b *testing.B) {
 		var r scaleResult
 		for b.Loop() {
 			r = runScale(b, cfg)
@@ -436,8 +468,16 @@ func BenchmarkControllerScale(b *testing.B) {
 		b.ReportMetric(float64(writes(r.api, ""))/float64(n), "api-writes/binding")
 		b.ReportMetric(float64(apiReads(r.api))/float64(n), "api-reads/binding")
 		b.ReportMetric(r.stsBound.Seconds(), "sts-limit-bound-s")
-		b.ReportMetric(float64(r.rssPeak)/(1<<20), "peak-RSS-MiB")
-		b.ReportMetric(float64(r.rssAfterIssue-r.rssBeforeCtrl)/(1<<20), "ctrl-RSS-growth-MiB")
+		b.ReportMetric(cfg.STSQPS, "sts-qps")
+		b.ReportMetric(float64(cfg.STSBurst), "sts-burst")
+		b.ReportMetric(float64(cfg.KubeQPS), "kube-qps")
+		b.ReportMetric(float64(cfg.MaxConcurrentRecon), "concurrency")
+		b.ReportMetric(float64(r.rssBeforeCtrl)/(1<<20), "harness-RSS-MiB")
+		b.ReportMetric(float64(r.rssAfterIssue)/(1<<20), "peak-RSS-MiB")
+		b.ReportMetric(float64(r.rssRestart)/(1<<20), "restart-peak-RSS-MiB")
+		if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
+			b.ReportMetric(float64(limit)/(1<<20), "GOMEMLIMIT-MiB")
+		}
 		b.ReportMetric(float64(r.heapAfterGC)/(1<<20), "heap-after-GC-MiB")
 		b.ReportMetric(r.restartReconciledIn.Seconds(), "restart-reconciled-s")
 		b.ReportMetric(float64(r.restartSTSCalls), "restart-sts-calls")

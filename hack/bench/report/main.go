@@ -125,17 +125,35 @@ func checks(r results) []check {
 			scales = append(scales, n)
 		}
 	}
-	slices.SortFunc(scales, func(a, b string) int { x, _ := strconv.Atoi(a); y, _ := strconv.Atoi(b); return x - y })
+	// "10000" or "10000/gomemlimit=180MiB": by number, then name.
+	slices.SortFunc(scales, func(a, b string) int {
+		an, _, _ := strings.Cut(a, "/")
+		bn, _, _ := strings.Cut(b, "/")
+		x, _ := strconv.Atoi(an)
+		y, _ := strconv.Atoi(bn)
+		if x != y {
+			return x - y
+		}
+		return strings.Compare(a, b)
+	})
 	for _, n := range scales {
 		bench := "BenchmarkControllerScale/bindings=" + n
 		p := n + " bindings: "
+		qps, _ := r.get(bench, "sts-qps")
+		burst, _ := r.get(bench, "sts-burst")
+		kube, _ := r.get(bench, "kube-qps")
+		if count, limit, ok := strings.Cut(n, "/"); ok {
+			p = fmt.Sprintf("%s bindings, %s: ", count, limit)
+		}
 		cs = append(cs,
 			check{p + "(a) all Ready after", bench, "ready-s", 1, "%.1f s", "< 60 s", below(60)},
-			check{p + "(a) STS rate limit alone needs", bench, "sts-limit-bound-s", 1, "%.1f s", "", nil},
+			check{fmt.Sprintf("%s(a) STS limit %.0f/s, burst %.0f, alone needs", p, qps, burst), bench, "sts-limit-bound-s", 1, "%.1f s", "", nil},
+			check{fmt.Sprintf("%s(a) API client limit %.0f/s per resource: requests", p, kube), bench, "api-writes/binding", 1, "%.2f writes/binding", "", nil},
 			check{p + "(a) STS calls per binding", bench, "sts-calls/binding", 1, "%.3f", "1", equal(1)},
-			check{p + "(a) API writes per binding", bench, "api-writes/binding", 1, "%.2f", "", nil},
 			check{p + "(a) API reads per binding", bench, "api-reads/binding", 1, "%.2f", "", nil},
-			check{p + "peak RSS of the test process", bench, "peak-RSS-MiB", 1, "%.0f MiB", "< 200 MiB", below(200)},
+			check{p + "RSS before the controller starts (harness, VmHWM reset)", bench, "harness-RSS-MiB", 1, "%.0f MiB", "", nil},
+			check{p + "(a) peak RSS of the test process (controller + fake STS + harness)", bench, "peak-RSS-MiB", 1, "%.0f MiB", "< 200 MiB", below(200)},
+			check{p + "(b) restart: peak RSS of the test process", bench, "restart-peak-RSS-MiB", 1, "%.0f MiB", "< 200 MiB", below(200)},
 			check{p + "heap after GC, after (a)", bench, "heap-after-GC-MiB", 1, "%.0f MiB", "", nil},
 			check{p + "(b) restart: STS calls", bench, "restart-sts-calls", 1, "%.0f", "0", equal(0)},
 			check{p + "(b) restart: all reconciled after", bench, "restart-reconciled-s", 1, "%.1f s", "< 20 s", below(20)},
