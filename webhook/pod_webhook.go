@@ -3,6 +3,8 @@ package webhook
 import (
 	"context"
 	"fmt"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
@@ -53,6 +55,9 @@ type PodDefaulter struct {
 	// --watch-namespaces); empty means all.
 	Namespaces []string
 	Options    Options
+
+	liveOnce sync.Once
+	live     *liveLister
 }
 
 // failurePolicy in the marker is only the generated default: kustomize and the
@@ -115,11 +120,12 @@ func (d *PodDefaulter) lookup(ctx context.Context, ns, sa string) ([]stsbindv1.I
 	if len(list.Items) > 0 {
 		return list.Items, nil
 	}
-	liveLookups.Inc()
-	if err := d.APIReader.List(ctx, &list, client.InNamespace(ns), bySA); err != nil {
+	d.liveOnce.Do(func() { d.live = newLiveLister(d.APIReader, 10*time.Second) })
+	items, err := d.live.list(ctx, ns, sa)
+	if err != nil {
 		return nil, fmt.Errorf("listing IAMRoleBindings from the API server: %w", err)
 	}
-	return list.Items, nil
+	return items, nil
 }
 
 func (d *PodDefaulter) lookupFailed(ctx context.Context, pod *corev1.Pod, ns, sa string, err error) error {
