@@ -189,6 +189,18 @@ func review(tb testing.TB, ns, sa string) []byte {
 	return body
 }
 
+// reviews returns n reviews, for ServiceAccount sa alone or sa-0..sa-(n-1).
+func reviews(tb testing.TB, ns, sa string, n int) [][]byte {
+	if n <= 1 {
+		return [][]byte{review(tb, ns, sa)}
+	}
+	out := make([][]byte, n)
+	for i := range out {
+		out[i] = review(tb, ns, fmt.Sprintf("%s-%d", sa, i))
+	}
+	return out
+}
+
 // loadResult is one open-loop run.
 type loadResult struct {
 	sent, errs, dropped int
@@ -197,13 +209,13 @@ type loadResult struct {
 	firstErr            string
 }
 
-// runLoad posts body at a fixed rate for d, open loop: request i is due at
+// runLoad posts the bodies in turn at a fixed rate for d, open loop: request i is due at
 // start+i/rate whether or not earlier ones have returned, and its latency
 // counts from that due time, so a stalled server cannot hide queueing by
 // slowing the generator down. At most maxInFlight requests are outstanding;
 // a request due beyond that is dropped and counted as an error. check
 // decides whether an answer is right.
-func runLoad(c *http.Client, url string, body []byte, rate float64, d time.Duration, check func([]byte) error) loadResult {
+func runLoad(c *http.Client, url string, bodies [][]byte, rate float64, d time.Duration, check func([]byte) error) loadResult {
 	const maxInFlight = 1024
 	n := int(rate * d.Seconds())
 	interval := time.Duration(float64(time.Second) / rate)
@@ -236,7 +248,7 @@ func runLoad(c *http.Client, url string, body []byte, rate float64, d time.Durat
 		go func() {
 			defer wg.Done()
 			defer inFlight.Add(-1)
-			resp, err := c.Post(url, "application/json", bytes.NewReader(body))
+			resp, err := c.Post(url, "application/json", bytes.NewReader(bodies[i%len(bodies)]))
 			if err != nil {
 				lat[i] = time.Since(due)
 				fail(err.Error())
@@ -293,13 +305,17 @@ func checkReview(wantPatch bool) func([]byte) error {
 
 var webhookCases = []struct {
 	name, sa  string
+	sas       int // when > 1, pods rotate over this many ServiceAccounts sa-0, sa-1, ...
 	wantPatch bool
 }{
 	// A pod whose ServiceAccount has a binding: answered from the cache.
-	{"match", "app", true},
+	{"match", "app", 1, true},
 	// A pod whose ServiceAccount has none: the cache miss costs a live,
 	// field-selected List at the API server.
-	{"no-binding-live-list", "nobody", false},
+	{"no-binding-live-list", "nobody", 1, false},
+	// The same, each pod with another ServiceAccount, as pods of many
+	// workloads are: concurrent misses cannot share a List.
+	{"no-binding-live-list-distinct-sa", "nobody", 1000, false},
 }
 
 // BenchmarkWebhookHTTPS drives the admission endpoint at a fixed rate
@@ -316,7 +332,7 @@ func BenchmarkWebhookHTTPS(b *testing.B) {
 	defer t.stop()
 	for _, tc := range webhookCases {
 		b.Run(tc.name, func(b *testing.B) {
-			body := review(b, t.ns, tc.sa)
+			body := reviews(b, t.ns, tc.sa, tc.sas)
 			// Warm-up: connections, TLS sessions, first allocations. Not measured.
 			runLoad(t.client, t.url, body, rate, min(d, time.Second), checkReview(tc.wantPatch))
 			var r loadResult
@@ -341,7 +357,7 @@ func BenchmarkWebhookHTTPS(b *testing.B) {
 		tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, MaxIdleConnsPerHost: 512}
 		defer tr.CloseIdleConnections()
 		c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		body := review(b, t.ns, "app")
+		body := [][]byte{review(b, t.ns, "app")}
 		ok := func([]byte) error { return nil }
 		runLoad(c, srv.URL, body, rate, min(d, time.Second), ok)
 		var r loadResult
@@ -379,7 +395,7 @@ func TestWebhookLoadSmoke(t *testing.T) {
 	tgt := startWebhook(t)
 	defer tgt.stop()
 	for _, tc := range webhookCases {
-		r := runLoad(tgt.client, tgt.url, review(t, tgt.ns, tc.sa), 100, time.Second, checkReview(tc.wantPatch))
+		r := runLoad(tgt.client, tgt.url, reviews(t, tgt.ns, tc.sa, tc.sas), 100, time.Second, checkReview(tc.wantPatch))
 		if r.errs != 0 || r.sent != 100 {
 			t.Errorf("%s: %d of %d reviews failed: %s", tc.name, r.errs, r.sent, r.firstErr)
 		}

@@ -102,6 +102,7 @@ func checks(r results) []check {
 	for _, c := range []struct{ name, label string }{
 		{"match", "pod with a binding"},
 		{"no-binding-live-list", "pod without a binding (live List)"},
+		{"no-binding-live-list-distinct-sa", "pod without a binding, 1,000 ServiceAccounts (live List each)"},
 		{"baseline-static-https", "baseline: static HTTPS answer"},
 	} {
 		bench := "BenchmarkWebhookHTTPS/" + c.name
