@@ -14,7 +14,6 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
@@ -130,7 +129,7 @@ func run(o options) error {
 	cacheOpts := cache.Options{
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Secrets stsbind wrote are cached: no cluster-wide Secret cache.
-			&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
+			&corev1.Secret{}: controllers.SecretCache(),
 		},
 		// Nothing reads managedFields; at 10,000 bindings they are a tenth
 		// of the cache.

@@ -208,7 +208,7 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		return ctrl.Result{}, err
 	}
 
-	held := heldFromSecret(secret, spec.Region, b.Name)
+	held := heldFromSecret(secret)
 	decision := decideRefresh(refreshInput{
 		SpecHash:      spec.hash(),
 		Held:          held,

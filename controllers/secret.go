@@ -10,6 +10,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/credentials"
@@ -97,7 +99,7 @@ func defaultSessionName(namespace, name string) string {
 
 // heldFromSecret reads back what the controller wrote into a Secret of ours.
 // nil means there is nothing to keep.
-func heldFromSecret(s *corev1.Secret, region, binding string) *heldCredentials {
+func heldFromSecret(s *corev1.Secret) *heldCredentials {
 	if s == nil {
 		return nil
 	}
@@ -105,11 +107,40 @@ func heldFromSecret(s *corev1.Secret, region, binding string) *heldCredentials {
 	issued, err1 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationIssuedAt])
 	exp, err2 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationExpiration])
 	h.IssuedAt, h.Expiration = issued, exp
+	observed, cached := s.Data[cachedDataHashKey]
+	if !cached || len(s.Data) != 1 {
+		observed = []byte(credentials.DataHash(s.Data)) // a live read: the data itself
+	}
 	h.Intact = err1 == nil && err2 == nil &&
 		s.Type == stsbindv1.SecretType &&
-		string(s.Data[credentials.KeyExpiration]) == s.Annotations[stsbindv1.AnnotationExpiration] &&
-		credentials.Intact(s.Data, region, binding)
+		string(observed) == s.Annotations[stsbindv1.AnnotationDataHash]
 	return h
+}
+
+// cachedDataHashKey replaces a cached Secret's data: its hash. The slash makes
+// it a key no real Secret can have.
+const cachedDataHashKey = "stsbind.dev/cached-data-sha256"
+
+// SecretCache is how the manager caches Secrets: only those stsbind wrote,
+// and of those only the metadata and a hash of the data. Credentials stay out
+// of the controller's memory, which at 10,000 bindings is most of its heap;
+// the hash still tells an edited Secret from the one written.
+func SecretCache() cache.ByObject {
+	return cache.ByObject{
+		Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue}),
+		Transform: func(obj any) (any, error) {
+			s, ok := obj.(*corev1.Secret)
+			if !ok {
+				return obj, nil
+			}
+			s.ManagedFields = nil
+			if _, done := s.Data[cachedDataHashKey]; !done || len(s.Data) != 1 {
+				s.Data = map[string][]byte{cachedDataHashKey: []byte(credentials.DataHash(s.Data))}
+			}
+			s.StringData = nil
+			return s, nil
+		},
+	}
 }
 
 // renderSecret sets everything the controller owns on s: type, labels,
@@ -128,6 +159,7 @@ func renderSecret(s *corev1.Secret, b *stsbindv1.IAMRoleBinding, c credentials.C
 	s.Annotations[stsbindv1.AnnotationSpecHash] = spec.hash()
 	s.Type = stsbindv1.SecretType
 	s.Data = credentials.SecretData(c, spec.Region, b.Name)
+	s.Annotations[stsbindv1.AnnotationDataHash] = credentials.DataHash(s.Data)
 }
 
 // newSecret is an empty Secret of the binding's name, before rendering.

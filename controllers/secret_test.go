@@ -4,10 +4,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/credentials"
 )
 
 var sessionNameShape = regexp.MustCompile(`^[\w+=,.@-]{2,64}$`)
@@ -98,5 +101,59 @@ func TestSpecHash(t *testing.T) {
 	}
 	if hash(nil, "eu-west-1") == h0 {
 		t.Error("a new --default-region did not change the hash of a binding without spec.region")
+	}
+}
+
+// TestHeldFromCachedSecret: the cache keeps only a hash of the data, and the
+// decision reads the same from it as from the whole Secret.
+func TestHeldFromCachedSecret(t *testing.T) {
+	t.Parallel()
+	b := &stsbindv1.IAMRoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"},
+		Spec: stsbindv1.IAMRoleBindingSpec{ServiceAccountName: "app", RoleARN: "arn:aws:iam::123456789012:role/r"}}
+	spec, err := effective(b, "us-east-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	c := credentials.Credentials{AccessKeyID: "ASIA1", SecretAccessKey: "s", SessionToken: "t", Expiration: issued.Add(time.Hour)}
+	written := newSecret(b)
+	renderSecret(written, b, c, spec, issued)
+	transform := SecretCache().Transform
+
+	tests := map[string]struct {
+		edit       func(*corev1.Secret)
+		wantIntact bool
+	}{
+		"as written":             {edit: func(*corev1.Secret) {}, wantIntact: true},
+		"data edited":            {edit: func(s *corev1.Secret) { s.Data[credentials.KeyConfigFile] = []byte("[default]\n") }},
+		"key removed":            {edit: func(s *corev1.Secret) { delete(s.Data, credentials.KeySessionToken) }},
+		"hash annotation edited": {edit: func(s *corev1.Secret) { s.Annotations[stsbindv1.AnnotationDataHash] = "0" }},
+		"type changed":           {edit: func(s *corev1.Secret) { s.Type = corev1.SecretTypeOpaque }},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			live := written.DeepCopy()
+			tc.edit(live)
+			obj, err := transform(live.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			cached := obj.(*corev1.Secret)
+			if len(cached.Data) != 1 || cached.Data[credentials.KeySecretAccessKey] != nil {
+				t.Fatalf("the cached Secret keeps %d data keys", len(cached.Data))
+			}
+			for from, s := range map[string]*corev1.Secret{"live read": live, "cache": cached} {
+				h := heldFromSecret(s)
+				if h.Intact != tc.wantIntact || !h.Expiration.Equal(c.Expiration) || h.SpecHash != spec.hash() {
+					t.Errorf("from the %s: intact %v (want %v), expiration %s, spec hash match %v", from, h.Intact, tc.wantIntact, h.Expiration, h.SpecHash == spec.hash())
+				}
+			}
+			// A second pass of the transform (a resync) changes nothing.
+			again, _ := transform(cached.DeepCopy())
+			if heldFromSecret(again.(*corev1.Secret)).Intact != tc.wantIntact {
+				t.Error("transforming twice changes the verdict")
+			}
+		})
 	}
 }

@@ -46,6 +46,8 @@ const (
 	AnnotationExpiration = "stsbind.dev/expiration"
 	AnnotationIssuedAt   = "stsbind.dev/issued-at"
 	AnnotationSpecHash   = "stsbind.dev/spec-hash"
+	// AnnotationDataHash is the SHA-256 of the data as the controller wrote it.
+	AnnotationDataHash = "stsbind.dev/data-hash"
 
 	// AnnotationInject set to "false" on a pod opts it out of injection.
 	AnnotationInject = "stsbind.dev/inject"

@@ -17,7 +17,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -249,7 +248,7 @@ func (s *scaleRun) startManager(ctx context.Context, restart bool) (stopped <-ch
 		HealthProbeBindAddress: "0",
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue})},
+				&corev1.Secret{}: controllers.SecretCache(),
 			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},

@@ -1,14 +1,17 @@
 // Package credentials renders temporary AWS credentials into the formats the
 // Secret carries, and reads them back.
 //
-// Every key is derived from the same four values, so a Secret whose keys no
-// longer agree with each other has been edited and is re-minted.
+// Every key is derived from the same four values; DataHash fingerprints the
+// whole so that an edited Secret can be told apart.
 package credentials
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 )
@@ -127,21 +130,19 @@ func FromProcessJSON(b []byte) (Credentials, error) {
 	return c, nil
 }
 
-// Intact reports whether data is exactly what SecretData renders for the
-// credentials it holds: no key missing, added or edited.
-func Intact(data map[string][]byte, region, binding string) bool {
-	c, err := FromSecretData(data)
-	if err != nil {
-		return false
+// DataHash is a SHA-256 over a Secret's keys and values, independent of map
+// order. The controller records it when it writes a Secret, so that it can
+// tell an edited Secret apart without keeping the data itself in memory.
+func DataHash(data map[string][]byte) string {
+	keys := make([]string, 0, len(data))
+	for k := range data {
+		keys = append(keys, k)
 	}
-	want := SecretData(c, region, binding)
-	if len(want) != len(data) {
-		return false
+	slices.Sort(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%d:%s%d:", len(k), k, len(data[k]))
+		h.Write(data[k])
 	}
-	for k, v := range want {
-		if string(data[k]) != string(v) {
-			return false
-		}
-	}
-	return true
+	return hex.EncodeToString(h.Sum(nil))
 }

@@ -88,33 +88,40 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
-func TestIntact(t *testing.T) {
+func TestDataHash(t *testing.T) {
 	t.Parallel()
+	written := credentials.SecretData(sample, "us-east-1", "b")
+	want := credentials.DataHash(written)
 	tests := map[string]struct {
 		edit func(map[string][]byte)
-		want bool
+		same bool
 	}{
-		"as written":             {edit: func(map[string][]byte) {}, want: true},
-		"key removed":            {edit: func(d map[string][]byte) { delete(d, credentials.KeyConfigFile) }, want: false},
-		"key added":              {edit: func(d map[string][]byte) { d["extra"] = []byte("x") }, want: false},
-		"access key edited":      {edit: func(d map[string][]byte) { d[credentials.KeyAccessKeyID] = []byte("ASIAOTHER") }, want: false},
-		"config edited":          {edit: func(d map[string][]byte) { d[credentials.KeyConfigFile] = []byte("[default]\n") }, want: false},
-		"process json edited":    {edit: func(d map[string][]byte) { d[credentials.KeyProcessJSON] = []byte("{}") }, want: false},
-		"expiration unparseable": {edit: func(d map[string][]byte) { d[credentials.KeyExpiration] = []byte("soon") }, want: false},
+		"as written":        {edit: func(map[string][]byte) {}, same: true},
+		"key removed":       {edit: func(d map[string][]byte) { delete(d, credentials.KeyConfigFile) }},
+		"key added":         {edit: func(d map[string][]byte) { d["extra"] = []byte("x") }},
+		"access key edited": {edit: func(d map[string][]byte) { d[credentials.KeyAccessKeyID] = []byte("ASIAOTHER") }},
+		"config edited":     {edit: func(d map[string][]byte) { d[credentials.KeyConfigFile] = []byte("[default]\n") }},
+		"value emptied":     {edit: func(d map[string][]byte) { d[credentials.KeyProcessJSON] = nil }},
+		"other region":      {edit: func(map[string][]byte) {}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			data := credentials.SecretData(sample, "us-east-1", "b")
 			tc.edit(data)
-			if got := credentials.Intact(data, "us-east-1", "b"); got != tc.want {
-				t.Errorf("Intact = %v, want %v", got, tc.want)
+			if name == "other region" {
+				data = credentials.SecretData(sample, "eu-west-1", "b")
+			}
+			if got := credentials.DataHash(data) == want; got != tc.same {
+				t.Errorf("same hash = %v, want %v", got, tc.same)
 			}
 		})
 	}
-	// The region and binding name are part of what was written.
-	if credentials.Intact(credentials.SecretData(sample, "us-east-1", "b"), "eu-west-1", "b") {
-		t.Error("a Secret rendered for another region counts as intact")
+	// Where one key ends and its value begins is part of the hash.
+	a := credentials.DataHash(map[string][]byte{"ab": []byte("c")})
+	b := credentials.DataHash(map[string][]byte{"a": []byte("bc")})
+	if a == b {
+		t.Error("key/value boundaries are ambiguous")
 	}
 }
 
