@@ -209,8 +209,9 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	}
 
 	held := heldFromSecret(secret)
+	specHash := spec.hash()
 	decision := decideRefresh(refreshInput{
-		SpecHash:      spec.hash(),
+		SpecHash:      specHash,
 		Held:          held,
 		RefreshBefore: spec.refreshBefore,
 		UID:           b.UID,
@@ -223,7 +224,7 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	}
 
 	// Credentials still valid for the current spec survive every failure below.
-	stillValid := held != nil && held.Intact && held.SpecHash == spec.hash() && now.Before(held.Expiration)
+	stillValid := held != nil && held.Intact && held.SpecHash == specHash && now.Before(held.Expiration)
 
 	token, err := r.mintToken(ctx, b, spec.Audience)
 	if apierrors.IsNotFound(err) {
