@@ -29,6 +29,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/yaml"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
@@ -499,5 +500,54 @@ func TestRealIssuerRefusals(t *testing.T) {
 	f.waitReady("turns-bad", metav1.ConditionFalse, "InvalidParameterValue")
 	if after := f.secret("turns-bad"); after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("the Secret changed after a refused refresh")
+	}
+}
+
+// TestSessionPolicySampleRestrictsAtMinIO: the session-policy sample, with its
+// bucket renamed, reaches MinIO as the session policy — its credentials write
+// to that bucket and are refused everywhere else.
+func TestSessionPolicySampleRestrictsAtMinIO(t *testing.T) {
+	f := newFixture(t)
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "samples", "stsbind_v1alpha1_iamrolebinding_session_policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sample stsbindv1.IAMRoleBinding
+	if err := yaml.UnmarshalStrict(raw, &sample); err != nil {
+		t.Fatal(err)
+	}
+	allowed := "reports-" + strings.ToLower(rand.String(6))
+	other := "elsewhere-" + strings.ToLower(rand.String(6))
+	policy := strings.ReplaceAll(sample.Spec.SessionPolicy, "example-reports", allowed)
+	if policy == sample.Spec.SessionPolicy {
+		t.Fatal("the sample no longer names the example-reports bucket")
+	}
+	// Both buckets exist; the root user makes them.
+	root := &podview.View{Env: []string{"AWS_ACCESS_KEY_ID=" + minio.RootUser, "AWS_SECRET_ACCESS_KEY=" + minio.RootPassword, "AWS_REGION=" + region}}
+	for _, bucket := range []string{allowed, other} {
+		runClient(t, root, "aws cli (root)", "/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "create-bucket", "--bucket", bucket)
+	}
+
+	name := "policy-" + rand.String(5)
+	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionPolicy = policy })
+	pod := f.pod("app")
+	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer view.Cleanup()
+	put := func(bucket string) (string, error) {
+		cmd := exec.Command("/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "put-object", "--bucket", bucket, "--key", "report.txt", "--body", "/etc/hostname")
+		cmd.Env = view.Environ(t.TempDir())
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	if out, err := put(allowed); err != nil {
+		t.Errorf("writing to the policy's bucket failed: %v\n%s", err, out)
+	}
+	out, err := put(other)
+	if err == nil || !strings.Contains(out, "AccessDenied") {
+		t.Errorf("writing to another bucket: err %v, output %q; want AccessDenied", err, out)
 	}
 }
