@@ -28,7 +28,7 @@ func TestIssuesAndRefreshesCredentials(t *testing.T) {
 	f := newFixture(t)
 	f.serviceAccount()
 	// Seconds-long credentials drive the refresh; the requested duration stays 1h.
-	fake.SetLifetime(f.role, 6*time.Second)
+	fake.SetLifetime(f.role, 9*time.Second)
 	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::bucket/*"}]}`
 	f.binding("s3-reader", func(b *stsbindv1.IAMRoleBinding) {
 		b.Spec.Audience = "sts.example.test"
