@@ -61,28 +61,14 @@ func TestDryRun(t *testing.T) {
 	if err := a.EnsureNamespace(ctx, namespace); err != nil {
 		t.Fatal(err)
 	}
-	var crds, rest []*unstructured.Unstructured
-	for _, o := range build(t, "config/default") {
-		if o.GetKind() == "CustomResourceDefinition" {
-			crds = append(crds, o)
-		} else {
-			rest = append(rest, o)
-		}
-	}
-	if len(crds) == 0 {
-		t.Fatal("config/default has no CRD")
-	}
-	if err := a.ApplyCRDs(ctx, crds); err != nil {
-		t.Fatal(err)
-	}
-	accepted, errs := a.DryRun(ctx, rest)
+	res, errs := a.Install(ctx, build(t, "config/default"))
 	for _, err := range errs {
 		t.Error(err)
 	}
-	t.Logf("config/default: API server accepted %d CRDs (applied) and %d of %d objects (server-side dry run)", len(crds), accepted, len(rest))
+	t.Logf("config/default: API server accepted %d CRDs (applied) and %d of %d objects (server-side dry run)", res.CRDs, res.Accepted, res.Tried)
 
 	samples := build(t, "config/samples")
-	accepted, errs = a.DryRun(ctx, samples)
+	accepted, errs := a.DryRun(ctx, samples)
 	for _, err := range errs {
 		t.Error(err)
 	}

@@ -19,6 +19,7 @@ import (
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/credentials"
 	"github.com/stsbind/stsbind/internal/ststest"
+	"github.com/stsbind/stsbind/internal/testenv"
 )
 
 // TestIssuesAndRefreshesCredentials is the main loop: binding -> token -> STS
@@ -187,10 +188,7 @@ func TestPermanentFaultKeepsValidSecret(t *testing.T) {
 	before := f.secret("keep")
 
 	fake.SetFault(f.role, &ststest.Fault{Code: "AccessDenied", Message: "trust policy does not allow this session name"})
-	b.Spec.SessionName = "renamed"
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "renamed" })
 	b = f.waitReady("keep", metav1.ConditionFalse, "AccessDenied")
 	if !strings.Contains(b.Status.Conditions[0].Message, "keeps the previous credentials") {
 		t.Errorf("message does not say the old credentials are kept: %s", b.Status.Conditions[0].Message)
@@ -202,10 +200,7 @@ func TestPermanentFaultKeepsValidSecret(t *testing.T) {
 
 	// Fixing IAM is outside the cluster; a spec change retries at once.
 	fake.SetFault(f.role, nil)
-	b.Spec.SessionName = "renamed-again"
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "renamed-again" })
 	f.waitReady("keep", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
 }
 
@@ -220,10 +215,7 @@ func TestThrottlingBacksOff(t *testing.T) {
 	before := f.secret("throttled")
 
 	fake.SetFault(f.role, &ststest.Fault{Code: "Throttling", Message: "Rate exceeded", Times: 3})
-	b.Spec.SessionName = "throttled-2"
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "throttled-2" })
 	f.waitReady("throttled", metav1.ConditionFalse, "Throttling")
 	f.waitEvent("throttled", corev1.EventTypeWarning, "Throttling")
 	if after := f.secret("throttled"); after.ResourceVersion != before.ResourceVersion {
@@ -375,10 +367,7 @@ func TestInvalidSessionPolicy(t *testing.T) {
 	if err := f.get(b, "policy"); err != nil {
 		t.Fatal(err)
 	}
-	b.Spec.SessionPolicy = `{"Version":"2012-10-17","Statement":[]}`
-	if err := k8s.Update(context.Background(), b); err != nil {
-		t.Fatal(err)
-	}
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionPolicy = `{"Version":"2012-10-17","Statement":[]}` })
 	f.waitReady("policy", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
 }
 
@@ -411,7 +400,7 @@ func TestRestartMakesNoSTSCalls(t *testing.T) {
 
 	// The second manager logs through its own named logger so the test can
 	// see it reconcile every binding.
-	restartLogs := &syncBuffer{}
+	restartLogs := &testenv.SyncBuffer{}
 	logger := zap.New(zap.WriteTo(restartLogs), zap.Level(zapcore.Level(-2))).WithName("restarted")
 	ctx, stop = context.WithCancel(context.Background())
 	defer stop()

@@ -1,13 +1,11 @@
 package controllers_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -44,25 +42,8 @@ var (
 	env  *testenv.Env
 	k8s  client.Client
 	fake *ststest.Server
-	logs = &syncBuffer{}
+	logs = &testenv.SyncBuffer{}
 )
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func TestMain(m *testing.M) {
 	// Every log line of every manager, at the most verbose level, goes into
@@ -209,6 +190,15 @@ func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBinding)) *
 	}
 	f.create(b)
 	return b
+}
+
+// update changes the binding's spec on the API server.
+func (f *fixture) update(b *stsbindv1.IAMRoleBinding, mutate func(*stsbindv1.IAMRoleBindingSpec)) {
+	f.t.Helper()
+	mutate(&b.Spec)
+	if err := k8s.Update(context.Background(), b); err != nil {
+		f.t.Fatalf("updating %s: %v", b.Name, err)
+	}
 }
 
 func (f *fixture) get(obj client.Object, name string) error {

@@ -53,7 +53,7 @@ var (
 	minio    *miniotest.Server
 	s3client string // the built e2e/s3client program
 	credsrv  string // the built Endpoint-mode sidecar
-	logs     = &lockedBuffer{}
+	logs     = &testenv.SyncBuffer{}
 )
 
 func TestMain(m *testing.M) {
@@ -262,6 +262,23 @@ func (f *fixture) pod(name string) *corev1.Pod {
 	return &stored
 }
 
+// injected creates a binding and, right after it with no wait, a pod of its
+// ServiceAccount; once the binding is Ready it returns the stored pod, the
+// binding, its Secret by name, and what the pod's app container sees.
+func (f *fixture) injected(name string, mutate func(*stsbindv1.IAMRoleBindingSpec)) (*corev1.Pod, *stsbindv1.IAMRoleBinding, map[string]*corev1.Secret, *podview.View) {
+	f.t.Helper()
+	f.binding(name, mutate)
+	pod := f.pod("app")
+	b := f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	secrets := map[string]*corev1.Secret{name: f.secret(name)}
+	view, err := podview.Materialize(pod, "app", secrets)
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	f.t.Cleanup(view.Cleanup)
+	return pod, b, secrets, view
+}
+
 func (f *fixture) waitReady(name string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
 	f.t.Helper()
 	var b stsbindv1.IAMRoleBinding
@@ -322,19 +339,9 @@ func TestFilesModeWithRealClients(t *testing.T) {
 	f := newFixture(t)
 	name := "files-" + rand.String(5)
 	t0 := time.Now()
-	f.binding(name, nil)
-	pod := f.pod("app")
-	b := f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	_, b, _, view := f.injected(name, nil)
 	t.Logf("first Ready %s after the binding was created", time.Since(t0).Round(time.Millisecond))
-	if b.Status.Subject != "" || b.Status.AssumedRoleARN != "" {
-		t.Logf("MinIO reported subject %q, assumed role %q", b.Status.Subject, b.Status.AssumedRoleARN)
-	}
-
-	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Cleanup()
+	t.Logf("MinIO reported subject %q, assumed role %q", b.Status.Subject, b.Status.AssumedRoleARN)
 	if got := view.Lookup("AWS_CONFIG_FILE"); got != "/var/run/secrets/stsbind.dev/"+name+"/config" {
 		t.Fatalf("AWS_CONFIG_FILE = %q; pod env %v", got, view.Env)
 	}
@@ -368,14 +375,7 @@ func TestFilesModeWithRealClients(t *testing.T) {
 func TestEnvModeWithRealClients(t *testing.T) {
 	f := newFixture(t)
 	name := "env-" + rand.String(5)
-	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEnv })
-	pod := f.pod("app")
-	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
-	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Cleanup()
+	_, _, _, view := f.injected(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEnv })
 	if view.Lookup("AWS_ACCESS_KEY_ID") == "" || view.Lookup("AWS_SESSION_TOKEN") == "" {
 		t.Fatalf("Env mode did not set the keys; pod env names: %v", envNames(view.Env))
 	}
@@ -399,10 +399,7 @@ func TestEnvModeWithRealClients(t *testing.T) {
 func TestEndpointModeWithRealClients(t *testing.T) {
 	f := newFixture(t)
 	name := "endpoint-" + rand.String(5)
-	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEndpoint })
-	pod := f.pod("app")
-	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
-	secrets := map[string]*corev1.Secret{name: f.secret(name)}
+	pod, _, secrets, app := f.injected(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = stsbindv1.InjectionEndpoint })
 
 	if len(pod.Spec.InitContainers) != 1 || pod.Spec.InitContainers[0].Name != webhook.SidecarName {
 		t.Fatalf("no sidecar in the stored pod: %+v", pod.Spec.InitContainers)
@@ -441,11 +438,6 @@ func TestEndpointModeWithRealClients(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 
-	app, err := podview.Materialize(pod, "app", secrets)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer app.Cleanup()
 	if app.Lookup("AWS_CONTAINER_AUTHORIZATION_TOKEN") != side.Lookup("STSBIND_AUTHORIZATION_TOKEN") || app.Lookup("AWS_CONFIG_FILE") != "" {
 		t.Fatalf("app env does not pair with the sidecar: %v", envNames(app.Env))
 	}
@@ -529,14 +521,7 @@ func TestSessionPolicySampleRestrictsAtMinIO(t *testing.T) {
 	}
 
 	name := "policy-" + rand.String(5)
-	f.binding(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionPolicy = policy })
-	pod := f.pod("app")
-	f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
-	view, err := podview.Materialize(pod, "app", map[string]*corev1.Secret{name: f.secret(name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer view.Cleanup()
+	_, _, _, view := f.injected(name, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionPolicy = policy })
 	put := func(bucket string) (string, error) {
 		cmd := exec.Command("/usr/bin/aws", "--endpoint-url", minio.Endpoint, "s3api", "put-object", "--bucket", bucket, "--key", "report.txt", "--body", "/etc/hostname")
 		cmd.Env = view.Environ(t.TempDir())

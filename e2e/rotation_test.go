@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -82,7 +81,7 @@ func TestRotationWithLongRunningClients(t *testing.T) {
 		t.Fatal(err)
 	}
 	token := rand.String(32)
-	sidecarLog := &lockedBuffer{}
+	sidecarLog := &testenv.SyncBuffer{}
 	sidecar := exec.Command(credsrv, fmt.Sprintf("--listen=127.0.0.1:%d", port), "--dir="+credentials.MountRoot, "--binding="+binding)
 	sidecar.Env = []string{credserver.EnvAuthToken + "=" + token}
 	sidecar.Stderr = sidecarLog
@@ -249,7 +248,7 @@ func waitHealthy(t *testing.T, port int) {
 type longRunning struct {
 	name string
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testenv.SyncBuffer
 	// times records when each line arrived.
 	mu    sync.Mutex
 	lines []timedLine
@@ -263,7 +262,7 @@ type timedLine struct {
 
 func startClient(t *testing.T, name string, env []string, args ...string) *longRunning {
 	t.Helper()
-	c := &longRunning{name: name, out: &lockedBuffer{}, done: make(chan struct{})}
+	c := &longRunning{name: name, out: &testenv.SyncBuffer{}, done: make(chan struct{})}
 	c.cmd = exec.Command(args[0], args[1:]...)
 	c.cmd.Env = append([]string{"PATH=/usr/bin:/bin", "HOME=" + t.TempDir(), "AWS_EC2_METADATA_DISABLED=true"}, env...)
 	stdout, err := c.cmd.StdoutPipe()
@@ -316,21 +315,4 @@ func (c *longRunning) wait(t *testing.T, cutoff time.Time) (ok int, failed []str
 		}
 	}
 	return ok, failed, afterCutoff
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }

@@ -58,11 +58,9 @@ const (
 	SecretType = "stsbind.dev/aws-credentials"
 )
 
-// Defaults that the API server does not apply itself.
-const (
-	DefaultAudience        = "sts.amazonaws.com"
-	DefaultSessionDuration = "1h"
-)
+// DefaultAudience applies to objects built in code, before the API server's
+// defaulting.
+const DefaultAudience = "sts.amazonaws.com"
 
 // IAMRoleBindingSpec binds a ServiceAccount of this namespace to an IAM role.
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",fieldPath=".refreshBefore",message="refreshBefore must be shorter than sessionDuration minus 5m"

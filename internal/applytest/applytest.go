@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -180,6 +181,44 @@ func (a *Applier) DryRun(ctx context.Context, objs []*unstructured.Unstructured)
 		accepted++
 	}
 	return accepted, errs
+}
+
+// Installed says what Install did.
+type Installed struct {
+	CRDs     int      // applied for real
+	Accepted int      // accepted by a server-side dry run
+	Tried    int      // objects dry-run
+	Skipped  []string // "Kind name" of objects whose group has no CRD here
+}
+
+// Install applies objs as an install would reach the API server: the CRDs
+// for real (so the custom resources after them can be checked), everything
+// else with server-side dry run, except objects of skipGroups, whose CRDs
+// (cert-manager's, prometheus-operator's) are not installed here. errs holds
+// the refusals.
+func (a *Applier) Install(ctx context.Context, objs []*unstructured.Unstructured, skipGroups ...string) (Installed, []error) {
+	var res Installed
+	var crds, rest []*unstructured.Unstructured
+	for _, o := range objs {
+		switch {
+		case o.GetKind() == "CustomResourceDefinition":
+			crds = append(crds, o)
+		case slices.Contains(skipGroups, o.GroupVersionKind().Group):
+			res.Skipped = append(res.Skipped, o.GetKind()+" "+o.GetName())
+		default:
+			rest = append(rest, o)
+		}
+	}
+	if len(crds) == 0 {
+		return res, []error{fmt.Errorf("no CustomResourceDefinition among the %d objects", len(objs))}
+	}
+	if err := a.ApplyCRDs(ctx, crds); err != nil {
+		return res, []error{err}
+	}
+	res.CRDs, res.Tried = len(crds), len(rest)
+	var errs []error
+	res.Accepted, errs = a.DryRun(ctx, rest)
+	return res, errs
 }
 
 func (a *Applier) apply(ctx context.Context, o *unstructured.Unstructured, dryRun bool) error {

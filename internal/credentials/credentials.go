@@ -94,24 +94,6 @@ func SecretData(c Credentials, region, binding string) map[string][]byte {
 	}
 }
 
-// FromSecretData reads the credentials back from the env keys of a Secret.
-func FromSecretData(data map[string][]byte) (Credentials, error) {
-	c := Credentials{
-		AccessKeyID:     string(data[KeyAccessKeyID]),
-		SecretAccessKey: string(data[KeySecretAccessKey]),
-		SessionToken:    string(data[KeySessionToken]),
-	}
-	if c.AccessKeyID == "" || c.SecretAccessKey == "" || c.SessionToken == "" {
-		return Credentials{}, fmt.Errorf("secret lacks one of %s, %s, %s", KeyAccessKeyID, KeySecretAccessKey, KeySessionToken)
-	}
-	exp, err := time.Parse(time.RFC3339, string(data[KeyExpiration]))
-	if err != nil {
-		return Credentials{}, fmt.Errorf("secret key %s: %w", KeyExpiration, err)
-	}
-	c.Expiration = exp
-	return c, nil
-}
-
 // FromProcessJSON reads the credentials from the credentials.json key, the
 // file the Endpoint sidecar and credential_process serve.
 func FromProcessJSON(b []byte) (Credentials, error) {

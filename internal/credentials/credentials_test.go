@@ -72,14 +72,7 @@ func TestSecretDataReadByTheSDK(t *testing.T) {
 func TestRoundTrip(t *testing.T) {
 	t.Parallel()
 	data := credentials.SecretData(sample, "us-east-1", "b")
-	got, err := credentials.FromSecretData(data)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(sample, got); diff != "" {
-		t.Errorf("FromSecretData (-want +got):\n%s", diff)
-	}
-	got, err = credentials.FromProcessJSON(data[credentials.KeyProcessJSON])
+	got, err := credentials.FromProcessJSON(data[credentials.KeyProcessJSON])
 	if err != nil {
 		t.Fatal(err)
 	}

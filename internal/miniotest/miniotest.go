@@ -16,7 +16,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -48,7 +47,7 @@ type Server struct {
 
 	cmd  *exec.Cmd
 	dir  string
-	out  *syncBuffer
+	out  *testenv.SyncBuffer
 	done chan struct{}
 }
 
@@ -101,7 +100,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 		RootUser:     "stsbind-root",
 		RootPassword: "stsbind-root-password",
 		dir:          dir,
-		out:          &syncBuffer{},
+		out:          &testenv.SyncBuffer{},
 		done:         make(chan struct{}),
 	}
 	s.cmd = exec.Command(o.Binary, "server", "--address", fmt.Sprintf("127.0.0.1:%d", port),
@@ -175,21 +174,4 @@ func (s *Server) Stop() {
 		}
 	}
 	_ = os.RemoveAll(s.dir)
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -98,16 +98,6 @@ func writeSecretDir(dir string, s *corev1.Secret) error {
 	return nil
 }
 
-// Update rewrites the mounted files from a newer version of the Secret.
-func (v *View) Update(s *corev1.Secret) error {
-	for _, d := range v.dirs {
-		if err := writeSecretDir(d, s); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // Cleanup removes the written mount paths.
 func (v *View) Cleanup() {
 	for _, d := range v.dirs {
