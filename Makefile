@@ -59,6 +59,11 @@ verify-generated: manifests generate ## In CI, fail when the markers generate so
 envtest: ## Build or reuse the kube-apiserver, etcd and kubectl binaries for envtest (cached in the user cache dir).
 	@hack/envtest-assets.sh >/dev/null
 
+.PHONY: check-assets
+check-assets: ## Resolve the module graphs and package lists of everything hack/ builds (no compile; CI runs it every time).
+	hack/envtest-assets.sh --check
+	hack/minio.sh --check
+
 .PHONY: minio
 minio: ## Build or reuse the MinIO server used as STS and S3 by the e2e tests and the demo (cached in the user cache dir).
 	@hack/minio.sh >/dev/null
