@@ -22,12 +22,61 @@ func (b *IAMRoleBinding) InjectionModeOrDefault() InjectionMode {
 	return b.Spec.Injection.Mode
 }
 
-// AudienceOrDefault is the token audience.
-func (s *IAMRoleBindingSpec) AudienceOrDefault() string {
+// ProviderNameOrDefault is the ClusterSTSProvider the binding uses: its
+// providerRef, else the controller's default.
+func (b *IAMRoleBinding) ProviderNameOrDefault(defaultProvider string) string {
+	if b.Spec.ProviderRef != nil && b.Spec.ProviderRef.Name != "" {
+		return b.Spec.ProviderRef.Name
+	}
+	return defaultProvider
+}
+
+// AudienceOrDefault is the audience of the provider's tokens.
+func (s *ClusterSTSProviderSpec) AudienceOrDefault() string {
 	if s.Audience != "" {
 		return s.Audience
 	}
 	return DefaultAudience
+}
+
+// SessionBounds parses min- and maxSessionDuration (defaults 15m and 12h).
+func (s *ClusterSTSProviderSpec) SessionBounds() (lo, hi time.Duration, err error) {
+	lo, hi = 15*time.Minute, 12*time.Hour
+	if s.MinSessionDuration != "" {
+		if lo, err = time.ParseDuration(s.MinSessionDuration); err != nil {
+			return 0, 0, fmt.Errorf("spec.minSessionDuration: %w", err)
+		}
+	}
+	if s.MaxSessionDuration != "" {
+		if hi, err = time.ParseDuration(s.MaxSessionDuration); err != nil {
+			return 0, 0, fmt.Errorf("spec.maxSessionDuration: %w", err)
+		}
+	}
+	return lo, hi, nil
+}
+
+// TimeoutOrDefault is the timeout of one STS call (default 30s).
+func (s *ClusterSTSProviderSpec) TimeoutOrDefault() time.Duration {
+	if d, err := time.ParseDuration(s.Timeout); err == nil && d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
+
+// Limits are the provider's rate limits with defaults applied: qps 100,
+// burst 200, namespaceQPS half of qps (at least 1).
+func (r RateLimit) Limits() (qps, burst, namespaceQPS int32) {
+	qps, burst, namespaceQPS = r.QPS, r.Burst, r.NamespaceQPS
+	if qps <= 0 {
+		qps = 100
+	}
+	if burst <= 0 {
+		burst = 200
+	}
+	if namespaceQPS <= 0 {
+		namespaceQPS = max(qps/2, 1)
+	}
+	return qps, burst, min(namespaceQPS, qps)
 }
 
 // Durations parses sessionDuration (default 1h) and refreshBefore (nil when

@@ -58,11 +58,13 @@ const (
 	SecretType = "stsbind.dev/aws-credentials"
 )
 
-// DefaultAudience applies to objects built in code, before the API server's
-// defaulting.
+// DefaultAudience applies to providers built in code, before the API
+// server's defaulting.
 const DefaultAudience = "sts.amazonaws.com"
 
 // IAMRoleBindingSpec binds a ServiceAccount of this namespace to an IAM role.
+// Where the ServiceAccount's tokens go, and with which audience, is the
+// provider's: a binding cannot choose it.
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",fieldPath=".refreshBefore",message="refreshBefore must be shorter than sessionDuration minus 5m"
 type IAMRoleBindingSpec struct {
 	// serviceAccountName is the ServiceAccount, in this namespace, whose tokens
@@ -73,6 +75,12 @@ type IAMRoleBindingSpec struct {
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="serviceAccountName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
 	ServiceAccountName string `json:"serviceAccountName"`
 
+	// providerRef names the ClusterSTSProvider whose STS the tokens go to.
+	// The provider decides which namespaces and roles it serves. Default:
+	// the controller's --default-provider.
+	// +optional
+	ProviderRef *ProviderReference `json:"providerRef,omitempty"`
+
 	// roleArn is the IAM role to assume, e.g. arn:aws:iam::123456789012:role/s3-reader.
 	// Any partition is accepted, and an empty account field for STS-compatible
 	// servers (arn:minio:iam:::role/...). The role's trust policy must allow
@@ -82,15 +90,6 @@ type IAMRoleBindingSpec struct {
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z][a-z0-9-]{0,31}:iam::([0-9]{12})?:role/([!-~]*/)?[\\\\w+=,.@-]{1,64}$')",message="roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/name (role name up to 64 characters of [A-Za-z0-9+=,.@_-])"
 	RoleARN string `json:"roleArn"`
-
-	// audience is the audience of the ServiceAccount token sent to STS. It must
-	// match the client ID of the OIDC provider on the IAM side.
-	// +optional
-	// +kubebuilder:default="sts.amazonaws.com"
-	// +kubebuilder:validation:MinLength=1
-	// +kubebuilder:validation:MaxLength=256
-	// +kubebuilder:validation:XValidation:rule="!self.matches('\\\\s')",message="audience must not contain whitespace"
-	Audience string `json:"audience,omitempty"`
 
 	// sessionDuration is the lifetime requested for the credentials, between 15m
 	// and 12h (the role's maximum session duration must allow it). Go duration
@@ -133,21 +132,14 @@ type IAMRoleBindingSpec struct {
 	// +kubebuilder:validation:MaxItems=10
 	PolicyARNs []PolicyARN `json:"policyArns,omitempty"`
 
-	// region is the AWS region of the STS endpoint and of the profile written
-	// for the pods. Default: the controller's --default-region.
+	// region is the AWS region the pods' SDKs use (the profile's region and
+	// AWS_REGION). Default: the controller's --default-region. The region of
+	// the STS call is the provider's.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]+(-[a-z0-9]+)*$')",message="region must look like eu-west-1: lowercase letters, digits and '-'"
 	Region string `json:"region,omitempty"`
-
-	// stsEndpoint overrides the STS endpoint URL. Default: the regional AWS
-	// endpoint. https is the norm; http is accepted for STS-compatible servers
-	// on a trusted network.
-	// +optional
-	// +kubebuilder:validation:MaxLength=2048
-	// +kubebuilder:validation:XValidation:rule="isURL(self) && url(self).getScheme() in ['http', 'https'] && url(self).getHostname() != ''",message="stsEndpoint must be an http(s) URL with a host, e.g. https://sts.eu-west-1.amazonaws.com"
-	STSEndpoint string `json:"stsEndpoint,omitempty"`
 
 	// secretName is the Secret, in this namespace, that receives the
 	// credentials. Default: the binding's name. A Secret of that name that this
@@ -163,6 +155,16 @@ type IAMRoleBindingSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Injection Injection `json:"injection,omitempty"`
+}
+
+// ProviderReference names a ClusterSTSProvider.
+type ProviderReference struct {
+	// name of the ClusterSTSProvider.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="providerRef.name must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
+	Name string `json:"name"`
 }
 
 // PolicyARN is the ARN of a managed IAM policy, e.g.
@@ -210,6 +212,11 @@ type IAMRoleBindingStatus struct {
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
 
+	// provider is the ClusterSTSProvider the binding uses (spec.providerRef,
+	// or the controller's default).
+	// +optional
+	Provider string `json:"provider,omitempty"`
+
 	// expiration is when the credentials in the Secret expire.
 	// +optional
 	Expiration *metav1.Time `json:"expiration,omitempty"`
@@ -245,6 +252,7 @@ type IAMRoleBindingStatus struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiration`
+// +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.provider`,priority=1
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.injection.mode`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name of an IAMRoleBinding must be at most 63 characters: it becomes a label value and a volume name"
