@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -51,9 +50,7 @@ type options struct {
 	leaderElectionNamespace    string
 	watchNamespaces            string
 	defaultRegion              string
-	stsQPS                     float64
-	stsBurst                   int
-	stsTimeout                 time.Duration
+	defaultProvider            string
 	kubeQPS                    float64
 	kubeBurst                  int
 	maxConcurrentReconciles    int
@@ -81,9 +78,7 @@ func main() {
 	flag.StringVar(&o.leaderElectionNamespace, "leader-election-namespace", "", "Namespace of the leader election lease (default: the pod's namespace).")
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (default: all).")
 	flag.StringVar(&o.defaultRegion, "default-region", "us-east-1", "AWS region for bindings without spec.region.")
-	flag.Float64Var(&o.stsQPS, "sts-qps", 100, "Steady STS calls per second for the whole controller (0: unlimited).")
-	flag.IntVar(&o.stsBurst, "sts-burst", 200, "STS calls allowed in a burst above --sts-qps.")
-	flag.DurationVar(&o.stsTimeout, "sts-timeout", 30*time.Second, "Timeout of one STS call.")
+	flag.StringVar(&o.defaultProvider, "default-provider", "aws", "ClusterSTSProvider of bindings without spec.providerRef (empty: such bindings are refused).")
 	// Each resource type gets its own client-side limit. Issuing credentials
 	// costs about five requests per binding, so at 100/s 10,000 new bindings
 	// took minutes; --max-concurrent-reconciles and the API server's priority
@@ -167,15 +162,30 @@ func run(o options) error {
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("registering cache indexes: %w", err)
 	}
+	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), o.defaultProvider); err != nil {
+		return fmt.Errorf("registering cache indexes: %w", err)
+	}
+	sts := stsclient.New(stsclient.Options{})
+	audiences := &controllers.AudienceGuard{Client: mgr.GetClient()}
 	if err := (&controllers.IAMRoleBindingReconciler{
 		Client:                  mgr.GetClient(),
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("stsbind"),
-		STS:                     stsclient.New(stsclient.Options{QPS: o.stsQPS, Burst: o.stsBurst, Timeout: o.stsTimeout}),
+		STS:                     sts,
+		Audiences:               audiences,
+		DefaultProvider:         o.defaultProvider,
 		DefaultRegion:           o.defaultRegion,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the IAMRoleBinding controller: %w", err)
+	}
+	if err := (&controllers.ClusterSTSProviderReconciler{
+		Client:          mgr.GetClient(),
+		Audiences:       audiences,
+		Forget:          sts.Forget,
+		DefaultProvider: o.defaultProvider,
+	}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the ClusterSTSProvider controller: %w", err)
 	}
 	webhookReady, err := setupWebhook(mgr, o)
 	if err != nil {
@@ -187,7 +197,7 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", webhookReady); err != nil {
 		return err
 	}
-	setupLog.Info("Starting the manager", "defaultRegion", o.defaultRegion, "stsQPS", o.stsQPS, "stsBurst", o.stsBurst)
+	setupLog.Info("Starting the manager", "defaultProvider", o.defaultProvider, "defaultRegion", o.defaultRegion)
 	return mgr.Start(ctx)
 }
 

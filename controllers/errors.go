@@ -8,6 +8,7 @@ import (
 	"github.com/aws/smithy-go"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/stsclient"
 )
 
 // faultKind says how the controller retries a failed STS call.
@@ -29,38 +30,6 @@ type stsFault struct {
 	Message string // the server's own text
 }
 
-// permanentCodes are AWS error codes that repeat until someone changes IAM,
-// STS settings or the binding.
-var permanentCodes = map[string]bool{
-	"AccessDenied":            true,
-	"InvalidIdentityToken":    true,
-	"IDPRejectedClaim":        true,
-	"MalformedPolicyDocument": true,
-	"PackedPolicyTooLarge":    true,
-	"RegionDisabledException": true,
-	"ValidationError":         true,
-	"InvalidParameterValue":   true, // MinIO: wrong audience, unknown role
-	"InvalidAction":           true,
-	"InvalidClientTokenId":    true,
-	"NotAuthorized":           true,
-}
-
-// transientCodes are AWS error codes worth retrying soon. ExpiredTokenException
-// means the ServiceAccount token expired on the way: the retry mints a new one.
-var transientCodes = map[string]bool{
-	"IDPCommunicationError":   true,
-	"ExpiredTokenException":   true,
-	"Throttling":              true,
-	"ThrottlingException":     true,
-	"RequestLimitExceeded":    true,
-	"TooManyRequests":         true,
-	"ServiceUnavailable":      true,
-	"InternalFailure":         true,
-	"InternalError":           true,
-	"RequestTimeout":          true,
-	"RequestTimeoutException": true,
-}
-
 var reasonShape = regexp.MustCompile(`^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$`)
 
 // classifySTSError sorts an STS failure by its AWS error code string, then by
@@ -78,9 +47,9 @@ func classifySTSError(err error) stsFault {
 			msg = code
 		}
 		switch {
-		case permanentCodes[code]:
+		case stsclient.PermanentCodes[code]:
 			return stsFault{Kind: permanent, Reason: reason, Message: msg}
-		case transientCodes[code]:
+		case stsclient.TransientCodes[code]:
 			return stsFault{Kind: transient, Reason: reason, Message: msg}
 		}
 		if retryableStatus(err) {

@@ -17,7 +17,7 @@ func TestClassifySTSError(t *testing.T) {
 	t.Parallel()
 	srv := ststest.NewServer()
 	t.Cleanup(srv.Close)
-	client := stsclient.New(stsclient.Options{Timeout: 2 * time.Second})
+	client := stsclient.New(stsclient.Options{})
 
 	tests := map[string]struct {
 		fault      ststest.Fault
@@ -46,7 +46,7 @@ func TestClassifySTSError(t *testing.T) {
 			role := "arn:aws:iam::123456789012:role/" + name
 			srv.SetFault(role, &tc.fault)
 			_, err := client.AssumeRoleWithWebIdentity(context.Background(), stsclient.Request{
-				Region: "us-east-1", Endpoint: srv.URL, RoleARN: role, SessionName: "s", Token: "t", Duration: time.Hour,
+				Provider: stsclient.Provider{Name: "p", Region: "us-east-1", Endpoint: srv.URL, Timeout: 2 * time.Second}, RoleARN: role, SessionName: "s", Token: "t", Duration: time.Hour,
 			})
 			if err == nil {
 				t.Fatal("no error")
@@ -67,9 +67,9 @@ func TestClassifyUnreachableSTS(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	client := stsclient.New(stsclient.Options{Timeout: 2 * time.Second})
+	client := stsclient.New(stsclient.Options{})
 	_, err = client.AssumeRoleWithWebIdentity(context.Background(), stsclient.Request{
-		Region: "us-east-1", Endpoint: "http://" + addr, RoleARN: "arn:aws:iam::123456789012:role/x", SessionName: "s", Token: "t", Duration: time.Hour,
+		Provider: stsclient.Provider{Name: "p", Region: "us-east-1", Endpoint: "http://" + addr, Timeout: 2 * time.Second}, RoleARN: "arn:aws:iam::123456789012:role/x", SessionName: "s", Token: "t", Duration: time.Hour,
 	})
 	if got := classifySTSError(err); got.Kind != transient || got.Reason != "STSUnreachable" {
 		t.Errorf("refused connection: %+v", got)

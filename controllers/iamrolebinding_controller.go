@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -58,8 +59,14 @@ type IAMRoleBindingReconciler struct {
 	Recorder  events.EventRecorder
 	STS       STS
 	Clock     clock.PassiveClock
+	// Audiences refuses provider audiences that the API server accepts.
+	Audiences *AudienceGuard
 
-	// DefaultRegion applies to bindings without spec.region.
+	// DefaultProvider is the ClusterSTSProvider of bindings without
+	// spec.providerRef.
+	DefaultProvider string
+	// DefaultRegion applies to bindings without spec.region and providers
+	// without spec.region.
 	DefaultRegion string
 	// SlowRetry is the wait after a fault that only a change outside the
 	// binding can fix (IAM trust, a foreign Secret). Default 5m.
@@ -76,11 +83,16 @@ type IAMRoleBindingReconciler struct {
 	// written holds the resourceVersion of each Secret as this controller
 	// last wrote it (types.NamespacedName -> string).
 	written sync.Map
+	// fair paces each namespace's STS calls per provider.
+	fair fairGate
 }
 
-// SetupWithManager registers the controller. index.Setup must have run on the
-// manager's field indexer.
+// SetupWithManager registers the controller. index.Setup and
+// index.SetupProviders must have run on the manager's field indexer.
 func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
+	if r.Audiences == nil {
+		r.Audiences = &AudienceGuard{Client: r.Client}
+	}
 	if r.Clock == nil {
 		r.Clock = clock.RealClock{}
 	}
@@ -126,6 +138,25 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 				DeleteFunc:  func(event.DeleteEvent) bool { return false },
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
+		// A provider that appears or changes may let its bindings proceed,
+		// or stop them.
+		Watches(&stsbindv1.ClusterSTSProvider{},
+			handler.EnqueueRequestsFromMapFunc(r.bindingsForProvider),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(e event.CreateEvent) bool { return !e.IsInInitialList },
+				UpdateFunc:  func(e event.UpdateEvent) bool { return e.ObjectOld.GetGeneration() != e.ObjectNew.GetGeneration() },
+				DeleteFunc:  func(event.DeleteEvent) bool { return true },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
+		// A namespace's labels decide which providers serve it.
+		WatchesMetadata(&corev1.Namespace{},
+			handler.EnqueueRequestsFromMapFunc(r.bindingsInNamespace),
+			builder.WithPredicates(predicate.Funcs{
+				CreateFunc:  func(event.CreateEvent) bool { return false },
+				UpdateFunc:  func(e event.UpdateEvent) bool { return !maps.Equal(e.ObjectOld.GetLabels(), e.ObjectNew.GetLabels()) },
+				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				GenericFunc: func(event.GenericEvent) bool { return false },
+			})).
 		WithOptions(controller.Options{
 			MaxConcurrentReconciles: r.MaxConcurrentReconciles,
 			RateLimiter:             newFailureRateLimiter(r.BackoffBase, r.BackoffMax),
@@ -154,6 +185,30 @@ func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context
 	return reqs
 }
 
+func (r *IAMRoleBindingReconciler) bindingsForProvider(ctx context.Context, p client.Object) []reconcile.Request {
+	return r.requestsFor(ctx, "provider", p.GetName(), client.MatchingFields{index.ProviderName: p.GetName()})
+}
+
+func (r *IAMRoleBindingReconciler) bindingsInNamespace(ctx context.Context, ns client.Object) []reconcile.Request {
+	return r.requestsFor(ctx, "namespace", ns.GetName(), client.InNamespace(ns.GetName()))
+}
+
+func (r *IAMRoleBindingReconciler) requestsFor(ctx context.Context, kind, name string, opts ...client.ListOption) []reconcile.Request {
+	var list stsbindv1.IAMRoleBindingList
+	if err := r.Client.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+		logf.FromContext(ctx).Error(err, "Failed to list IAMRoleBindings", kind, name)
+		return nil
+	}
+	reqs := make([]reconcile.Request, 0, len(list.Items))
+	for _, b := range list.Items {
+		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}})
+	}
+	return reqs
+}
+
+// +kubebuilder:rbac:groups=stsbind.dev,resources=clusterstsproviders,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=namespaces,verbs=get;list;watch
+// +kubebuilder:rbac:groups=authentication.k8s.io,resources=tokenreviews,verbs=create
 // +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings,verbs=get;list;watch
 // +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings/status,verbs=get;update;patch
 // +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings/finalizers,verbs=update
@@ -166,6 +221,9 @@ func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context
 func (r *IAMRoleBindingReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ctrl.Result, error) {
 	var b stsbindv1.IAMRoleBinding
 	if err := r.Client.Get(ctx, req.NamespacedName, &b); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.fair.release(req.NamespacedName)
+		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !b.DeletionTimestamp.IsZero() {
@@ -190,7 +248,21 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	b.Status.ObservedGeneration = b.Generation
 	b.Status.SecretName = b.SecretNameOrDefault()
 
-	spec, err := effective(b, r.DefaultRegion)
+	b.Status.Provider = b.ProviderNameOrDefault(r.DefaultProvider)
+
+	provider, refused, err := r.admitBinding(ctx, b)
+	if err != nil {
+		return ctrl.Result{}, err
+	}
+	if refused != nil {
+		// The provider, namespace or binding watches wake the binding when
+		// one of them changes; nothing else can fix this. The Secret, if
+		// any, keeps whatever it holds.
+		r.setFailed(b, refused.Reason, refused.Message, "Authorize")
+		return ctrl.Result{}, nil
+	}
+
+	spec, err := effective(b, provider, r.DefaultRegion)
 	var invalid errInvalidSpec
 	if errors.As(err, &invalid) {
 		// A spec change reconciles again; nothing else can fix this.
@@ -218,6 +290,7 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		Now:           now,
 	})
 	if !decision.RefreshNow {
+		r.fair.release(client.ObjectKeyFromObject(b))
 		r.setReady(b, held.Expiration, decision.RefreshAt)
 		log.V(1).Info("Kept IAMRoleBinding credentials", "expiration", held.Expiration, "nextRefresh", decision.RefreshAt)
 		return ctrl.Result{RequeueAfter: decision.RefreshAt.Sub(now)}, nil
@@ -225,6 +298,13 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 
 	// Credentials still valid for the current spec survive every failure below.
 	stillValid := held != nil && held.Intact && held.SpecHash == specHash && now.Before(held.Expiration)
+
+	limits := provider.Spec.RateLimit
+	_, burst, nsQPS := limits.Limits()
+	if wait := r.fair.admit(provider.Name, float64(nsQPS), max(int(burst)/2, 1), client.ObjectKeyFromObject(b), now); wait > 0 {
+		log.V(1).Info("Waiting for the namespace's share of the provider's STS rate", "provider", provider.Name, "wait", wait)
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 
 	token, err := r.mintToken(ctx, b, spec.Audience)
 	if apierrors.IsNotFound(err) {
@@ -238,9 +318,18 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		return ctrl.Result{}, fmt.Errorf("minting a token for ServiceAccount %s: %w", spec.ServiceAccountName, err)
 	}
 
+	accepted, err := r.Audiences.Check(ctx, spec.Audience, token, now)
+	if err != nil {
+		r.setRetrying(b, stillValid, held, stsbindv1.ReasonTokenReviewFailed, err.Error())
+		return ctrl.Result{}, err
+	}
+	if accepted {
+		r.setFailed(b, stsbindv1.ReasonAudienceAcceptedByAPIServer, audienceRefusal(provider), "Authorize")
+		return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
+	}
+
 	res, err := r.STS.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-		Region:      spec.Region,
-		Endpoint:    spec.STSEndpoint,
+		Provider:    stsProvider(provider, r.DefaultRegion),
 		RoleARN:     spec.RoleARN,
 		SessionName: spec.SessionName,
 		Token:       token,
@@ -277,6 +366,63 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	b.Status.Subject = res.Subject
 	r.setReady(b, res.Credentials.Expiration, next)
 	return ctrl.Result{RequeueAfter: max(next.Sub(r.Clock.Now()), time.Second)}, nil
+}
+
+// admitBinding finds the binding's provider and applies its rules. A refusal
+// says why the binding may not use it; no token is minted for a refused
+// binding.
+func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv1.IAMRoleBinding) (*stsbindv1.ClusterSTSProvider, *refusal, error) {
+	name := b.Status.Provider
+	if name == "" {
+		return nil, &refusal{stsbindv1.ReasonProviderNotFound,
+			"the binding names no spec.providerRef and the controller has no --default-provider"}, nil
+	}
+	var p stsbindv1.ClusterSTSProvider
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &p); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, &refusal{stsbindv1.ReasonProviderNotFound,
+				fmt.Sprintf("ClusterSTSProvider %s not found; the binding proceeds as soon as it exists", name)}, nil
+		}
+		return nil, nil, fmt.Errorf("reading ClusterSTSProvider %s: %w", name, err)
+	}
+	if accepted, ok := r.Audiences.Known(p.Spec.AudienceOrDefault(), r.Clock.Now()); ok && accepted {
+		return nil, &refusal{stsbindv1.ReasonAudienceAcceptedByAPIServer, audienceRefusal(&p)}, nil
+	}
+	var ns metav1.PartialObjectMetadata
+	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: b.Namespace}, &ns); err != nil {
+		return nil, nil, fmt.Errorf("reading namespace %s: %w", b.Namespace, err)
+	}
+	session, _, err := b.Spec.Durations()
+	if err != nil {
+		return nil, &refusal{stsbindv1.ReasonInvalidSpec, err.Error() + "; fix the binding"}, nil
+	}
+	return &p, permit(permitInput{
+		Provider:        &p,
+		Namespace:       b.Namespace,
+		NamespaceLabels: ns.Labels,
+		ServiceAccount:  b.Spec.ServiceAccountName,
+		RoleARN:         b.Spec.RoleARN,
+		Session:         session,
+	}), nil
+}
+
+func audienceRefusal(p *stsbindv1.ClusterSTSProvider) string {
+	return fmt.Sprintf("tokens with ClusterSTSProvider %s's audience %q authenticate at this cluster's API server; stsbind never sends such a token to STS: give the provider the audience of its OIDC provider on the IAM side",
+		p.Name, p.Spec.AudienceOrDefault())
+}
+
+// stsProvider is the provider's STS settings with defaults applied.
+func stsProvider(p *stsbindv1.ClusterSTSProvider, defaultRegion string) stsclient.Provider {
+	qps, burst, _ := p.Spec.RateLimit.Limits()
+	region := p.Spec.Region
+	if region == "" {
+		region = defaultRegion
+	}
+	return stsclient.Provider{
+		Name: p.Name, Region: region, Endpoint: p.Spec.Endpoint,
+		QPS: float64(qps), Burst: int(burst), Timeout: p.Spec.TimeoutOrDefault(),
+	}
 }
 
 // mintToken asks the API server for a short-lived token of the binding's
@@ -429,4 +575,8 @@ func (r *IAMRoleBindingReconciler) setRetrying(b *stsbindv1.IAMRoleBinding, stil
 	}) {
 		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, "AssumeRoleWithWebIdentity", "%s", msg)
 	}
+}
+
+func controllerOptions(skipNameValidation bool) controller.Options {
+	return controller.Options{SkipNameValidation: ptr.To(skipNameValidation)}
 }

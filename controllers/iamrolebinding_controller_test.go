@@ -32,7 +32,6 @@ func TestIssuesAndRefreshesCredentials(t *testing.T) {
 	fake.SetLifetime(f.role, 9*time.Second)
 	policy := `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::bucket/*"}]}`
 	f.binding("s3-reader", func(b *stsbindv1.IAMRoleBinding) {
-		b.Spec.Audience = "sts.example.test"
 		b.Spec.Region = "eu-west-1"
 		b.Spec.SessionPolicy = policy
 		b.Spec.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess"}
@@ -44,8 +43,8 @@ func TestIssuesAndRefreshesCredentials(t *testing.T) {
 		t.Fatalf("STS calls = %d, want 1", len(calls))
 	}
 	call := calls[0]
-	if got := ststest.Audience(call.Token); got != "sts.example.test" {
-		t.Errorf("token audience = %q, want spec.audience", got)
+	if got := ststest.Audience(call.Token); got != testAudience {
+		t.Errorf("token audience = %q, want the provider's %q", got, testAudience)
 	}
 	if want := f.ns + ".s3-reader"; call.SessionName != want {
 		t.Errorf("session name = %q, want %q", call.SessionName, want)

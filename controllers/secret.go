@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -17,9 +18,11 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 )
 
-// effectiveSpec is the binding's spec with the controller's defaults applied:
-// every field that changes the credentials, and nothing else.
+// effectiveSpec is the binding's spec with the provider's settings and the
+// controller's defaults applied: every field that changes the credentials,
+// and nothing else.
 type effectiveSpec struct {
+	Provider           string   `json:"provider"`
 	ServiceAccountName string   `json:"serviceAccountName"`
 	RoleARN            string   `json:"roleArn"`
 	Audience           string   `json:"audience"`
@@ -27,8 +30,11 @@ type effectiveSpec struct {
 	SessionName        string   `json:"sessionName"`
 	SessionPolicy      string   `json:"sessionPolicy"`
 	PolicyARNs         []string `json:"policyArns"`
-	Region             string   `json:"region"`
-	STSEndpoint        string   `json:"stsEndpoint"`
+	// Region is the pods' region (the profile in the Secret); STSRegion and
+	// STSEndpoint are where the provider sends the token.
+	Region      string `json:"region"`
+	STSRegion   string `json:"stsRegion"`
+	STSEndpoint string `json:"stsEndpoint"`
 
 	// Parsed durations; refreshBefore changes the schedule, not the credentials.
 	session       time.Duration
@@ -40,9 +46,10 @@ type errInvalidSpec struct{ reason, msg string }
 
 func (e errInvalidSpec) Error() string { return e.msg }
 
-// effective applies the controller's defaults to the spec and checks what the
-// API server cannot: that the session policy is JSON.
-func effective(b *stsbindv1.IAMRoleBinding, defaultRegion string) (effectiveSpec, error) {
+// effective applies the provider's settings and the controller's defaults to
+// the spec and checks what the API server cannot: that the session policy is
+// JSON.
+func effective(b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, defaultRegion string) (effectiveSpec, error) {
 	s := b.Spec
 	session, refreshBefore, err := s.Durations()
 	if err != nil {
@@ -53,22 +60,21 @@ func effective(b *stsbindv1.IAMRoleBinding, defaultRegion string) (effectiveSpec
 			"spec.sessionPolicy is not valid JSON; no STS call is made until the binding is changed"}
 	}
 	e := effectiveSpec{
+		Provider:           p.Name,
 		ServiceAccountName: s.ServiceAccountName,
 		RoleARN:            s.RoleARN,
-		Audience:           s.AudienceOrDefault(),
+		Audience:           p.Spec.AudienceOrDefault(),
 		SessionDuration:    session.String(),
 		session:            session,
 		refreshBefore:      refreshBefore,
 		SessionName:        s.SessionName,
 		SessionPolicy:      s.SessionPolicy,
-		Region:             s.Region,
-		STSEndpoint:        s.STSEndpoint,
+		Region:             cmp.Or(s.Region, defaultRegion),
+		STSRegion:          cmp.Or(p.Spec.Region, defaultRegion),
+		STSEndpoint:        p.Spec.Endpoint,
 	}
 	if e.SessionName == "" {
 		e.SessionName = defaultSessionName(b.Namespace, b.Name)
-	}
-	if e.Region == "" {
-		e.Region = defaultRegion
 	}
 	for _, p := range s.PolicyARNs {
 		e.PolicyARNs = append(e.PolicyARNs, string(p))

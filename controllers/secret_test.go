@@ -49,18 +49,33 @@ func TestDefaultSessionName(t *testing.T) {
 	}
 }
 
+// providerChanges change the provider a TestSpecHash case sees, by the
+// binding annotation "provider-change".
+var providerChanges = map[string]func(*stsbindv1.ClusterSTSProvider){
+	"explicit audience": func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Audience = "sts.amazonaws.com" },
+	"audience":          func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Audience = "minio" },
+	"endpoint":          func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Endpoint = "https://sts.example" },
+	"region":            func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Region = "eu-west-1" },
+	"name":              func(p *stsbindv1.ClusterSTSProvider) { p.Name = "other" },
+}
+
 func TestSpecHash(t *testing.T) {
 	t.Parallel()
 	base := stsbindv1.IAMRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"},
 		Spec:       stsbindv1.IAMRoleBindingSpec{ServiceAccountName: "app", RoleARN: "arn:aws:iam::123456789012:role/r"},
 	}
+	provider := stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "aws"}}
 	hash := func(mut func(*stsbindv1.IAMRoleBinding), region string) string {
 		b := base.DeepCopy()
 		if mut != nil {
 			mut(b)
 		}
-		e, err := effective(b, region)
+		p := provider.DeepCopy()
+		if mp, ok := providerChanges[b.Annotations["provider-change"]]; ok {
+			mp(p)
+		}
+		e, err := effective(b, p, region)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -69,7 +84,7 @@ func TestSpecHash(t *testing.T) {
 	h0 := hash(nil, "us-east-1")
 	same := map[string]func(*stsbindv1.IAMRoleBinding){
 		"explicit defaults": func(b *stsbindv1.IAMRoleBinding) {
-			b.Spec.Audience = "sts.amazonaws.com"
+			b.Annotations = map[string]string{"provider-change": "explicit audience"}
 			b.Spec.SessionDuration = "60m"
 		},
 		"refreshBefore":           func(b *stsbindv1.IAMRoleBinding) { b.Spec.RefreshBefore = "10m" },
@@ -84,15 +99,20 @@ func TestSpecHash(t *testing.T) {
 	differ := map[string]func(*stsbindv1.IAMRoleBinding){
 		"serviceAccountName": func(b *stsbindv1.IAMRoleBinding) { b.Spec.ServiceAccountName = "other" },
 		"roleArn":            func(b *stsbindv1.IAMRoleBinding) { b.Spec.RoleARN += "2" },
-		"audience":           func(b *stsbindv1.IAMRoleBinding) { b.Spec.Audience = "minio" },
+		"provider audience":  func(b *stsbindv1.IAMRoleBinding) { b.Annotations = map[string]string{"provider-change": "audience"} },
+		"provider endpoint":  func(b *stsbindv1.IAMRoleBinding) { b.Annotations = map[string]string{"provider-change": "endpoint"} },
+		"provider region":    func(b *stsbindv1.IAMRoleBinding) { b.Annotations = map[string]string{"provider-change": "region"} },
+		"another provider": func(b *stsbindv1.IAMRoleBinding) {
+			b.Spec.ProviderRef = &stsbindv1.ProviderReference{Name: "other"}
+			b.Annotations = map[string]string{"provider-change": "name"}
+		},
 		"sessionDuration":    func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionDuration = "2h" },
 		"sessionName":        func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionName = "named" },
 		"sessionPolicy":      func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionPolicy = "{}" },
 		"policyArns": func(b *stsbindv1.IAMRoleBinding) {
 			b.Spec.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/P"}
 		},
-		"region":      func(b *stsbindv1.IAMRoleBinding) { b.Spec.Region = "eu-west-1" },
-		"stsEndpoint": func(b *stsbindv1.IAMRoleBinding) { b.Spec.STSEndpoint = "https://sts.example" },
+		"region": func(b *stsbindv1.IAMRoleBinding) { b.Spec.Region = "eu-west-1" },
 	}
 	for name, mut := range differ {
 		if hash(mut, "us-east-1") == h0 {
@@ -110,7 +130,7 @@ func TestHeldFromCachedSecret(t *testing.T) {
 	t.Parallel()
 	b := &stsbindv1.IAMRoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"},
 		Spec: stsbindv1.IAMRoleBindingSpec{ServiceAccountName: "app", RoleARN: "arn:aws:iam::123456789012:role/r"}}
-	spec, err := effective(b, "us-east-1")
+	spec, err := effective(b, &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "aws"}}, "us-east-1")
 	if err != nil {
 		t.Fatal(err)
 	}

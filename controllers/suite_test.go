@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -38,6 +39,14 @@ import (
 // labelRestart marks bindings that only the restart test's own managers see.
 const labelRestart = "test.stsbind.dev/restart"
 
+// The default provider of every manager here: the fake STS, every
+// namespace, every role of the test account.
+const (
+	testProvider = "test-sts"
+	testAudience = "sts.example.test"
+	testRoles    = "arn:aws:iam::123456789012:role/*"
+)
+
 var (
 	env  *testenv.Env
 	k8s  client.Client
@@ -57,6 +66,20 @@ func TestMain(m *testing.M) {
 	}
 	k8s = env.Client
 	fake = ststest.NewServer()
+	if err := k8s.Create(context.Background(), &stsbindv1.ClusterSTSProvider{
+		ObjectMeta: metav1.ObjectMeta{Name: testProvider},
+		Spec: stsbindv1.ClusterSTSProviderSpec{
+			Endpoint:          fake.URL,
+			Audience:          testAudience,
+			NamespaceSelector: &metav1.LabelSelector{},
+			AllowedRoleARNs:   []stsbindv1.RoleARNPattern{testRoles},
+			// The tests create bindings by the hundred; the limit is not what they test.
+			RateLimit: stsbindv1.RateLimit{QPS: 5000, Burst: 5000, NamespaceQPS: 5000},
+		},
+	}); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	stopped, err := startManager(ctx, managerOptions{
@@ -117,16 +140,32 @@ func startManager(ctx context.Context, o managerOptions) (<-chan struct{}, error
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return nil, err
 	}
+	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), testProvider); err != nil {
+		return nil, err
+	}
+	sts := stsclient.New(stsclient.Options{})
+	audiences := &controllers.AudienceGuard{Client: mgr.GetClient()}
+	c := countingClient{mgr.GetClient()}
 	r := &controllers.IAMRoleBindingReconciler{
-		Client:             mgr.GetClient(),
+		Client:             c,
 		APIReader:          mgr.GetAPIReader(),
 		Recorder:           mgr.GetEventRecorder("stsbind"),
-		STS:                stsclient.New(stsclient.Options{Timeout: 5 * time.Second}),
+		STS:                sts,
+		Audiences:          audiences,
+		DefaultProvider:    testProvider,
 		DefaultRegion:      "us-east-1",
 		SkipNameValidation: o.skipNameCheck,
 	}
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
+	}
+	if !o.skipNameCheck {
+		// One provider status writer is enough; the restart managers skip it.
+		if err := (&controllers.ClusterSTSProviderReconciler{
+			Client: mgr.GetClient(), Audiences: audiences, Forget: sts.Forget, DefaultProvider: testProvider,
+		}).SetupWithManager(mgr); err != nil {
+			return nil, err
+		}
 	}
 	done := make(chan struct{})
 	go func() {
@@ -136,6 +175,44 @@ func startManager(ctx context.Context, o managerOptions) (<-chan struct{}, error
 		}
 	}()
 	return done, nil
+}
+
+// tokensMinted counts the TokenRequests the controllers made, by
+// "namespace/serviceAccount".
+var tokensMinted = &counter{n: map[string]int{}}
+
+type counter struct {
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *counter) add(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n[key]++
+}
+
+func (c *counter) get(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[key]
+}
+
+// countingClient counts the ServiceAccount tokens minted through it.
+type countingClient struct{ client.Client }
+
+func (c countingClient) SubResource(sub string) client.SubResourceClient {
+	if sub == "token" {
+		return countingTokens{c.Client.SubResource(sub)}
+	}
+	return c.Client.SubResource(sub)
+}
+
+type countingTokens struct{ client.SubResourceClient }
+
+func (c countingTokens) Create(ctx context.Context, obj, sub client.Object, opts ...client.SubResourceCreateOption) error {
+	tokensMinted.add(obj.GetNamespace() + "/" + obj.GetName())
+	return c.SubResourceClient.Create(ctx, obj, sub, opts...)
 }
 
 func mustRequirement(key string, op selection.Operator, vals []string) labels.Requirement {
@@ -182,7 +259,6 @@ func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBinding)) *
 		Spec: stsbindv1.IAMRoleBindingSpec{
 			ServiceAccountName: f.sa,
 			RoleARN:            f.role,
-			STSEndpoint:        fake.URL,
 		},
 	}
 	if mutate != nil {

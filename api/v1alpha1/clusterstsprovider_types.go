@@ -13,6 +13,7 @@ const (
 	ReasonAudienceAcceptedByAPIServer = "AudienceAcceptedByAPIServer"
 
 	// Binding reasons.
+	ReasonTokenReviewFailed         = "TokenReviewFailed"
 	ReasonProviderNotFound          = "ProviderNotFound"
 	ReasonProviderNotReady          = "ProviderNotReady"
 	ReasonNamespaceNotAllowed       = "NamespaceNotAllowed"
@@ -101,7 +102,7 @@ type ClusterSTSProviderSpec struct {
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=2048
 // +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z*][a-z0-9*-]{0,31}:iam::([0-9]{12}|[*])?:role/[!-~]+$')",message="each allowedRoleArns entry must be a role ARN pattern such as arn:aws:iam::123456789012:role/${namespace}/*"
-// +kubebuilder:validation:XValidation:rule="!self.replace('${namespace}', '').replace('${serviceAccount}', '').contains('${')",message="allowedRoleArns may substitute only ${namespace} and ${serviceAccount}"
+// +kubebuilder:validation:XValidation:rule="!self.replace('${namespace}', 'x').replace('${serviceAccount}', 'x').contains('${')",message="allowedRoleArns may substitute only ${namespace} and ${serviceAccount}"
 type RoleARNPattern string
 
 // RateLimit bounds the STS calls of one provider.

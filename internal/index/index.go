@@ -22,3 +22,16 @@ func Setup(ctx context.Context, indexer client.FieldIndexer) error {
 		return []string{o.(*stsbindv1.IAMRoleBinding).Spec.ServiceAccountName}
 	})
 }
+
+// ProviderName indexes IAMRoleBindings by the ClusterSTSProvider they use:
+// spec.providerRef.name, or the controller's default provider for bindings
+// that name none.
+const ProviderName = "stsbind.dev/provider"
+
+// SetupProviders registers the provider index; the controller's manager
+// calls it once, with the controller's --default-provider.
+func SetupProviders(ctx context.Context, indexer client.FieldIndexer, defaultProvider string) error {
+	return indexer.IndexField(ctx, &stsbindv1.IAMRoleBinding{}, ProviderName, func(o client.Object) []string {
+		return []string{o.(*stsbindv1.IAMRoleBinding).ProviderNameOrDefault(defaultProvider)}
+	})
+}

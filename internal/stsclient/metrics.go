@@ -2,7 +2,6 @@ package stsclient
 
 import (
 	"errors"
-	"regexp"
 
 	"github.com/aws/smithy-go"
 	"github.com/prometheus/client_golang/prometheus"
@@ -12,7 +11,7 @@ import (
 var (
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stsbind_sts_requests_total",
-		Help: "AssumeRoleWithWebIdentity calls, by result: success, the AWS error code, or error when STS gave no answer.",
+		Help: "AssumeRoleWithWebIdentity calls, by result: success, a known AWS error code, other for any other code, or error when STS gave no answer.",
 	}, []string{"result"})
 	duration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "stsbind_sts_request_duration_seconds",
@@ -21,7 +20,7 @@ var (
 	})
 	rateLimitWait = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "stsbind_sts_rate_limit_wait_seconds",
-		Help:    "Time calls waited for the --sts-qps/--sts-burst limit.",
+		Help:    "Time calls waited for their ClusterSTSProvider's rate limit.",
 		Buckets: []float64{.001, .01, .1, .5, 1, 5, 10, 30, 60},
 	})
 )
@@ -30,18 +29,19 @@ func init() {
 	metrics.Registry.MustRegister(requests, duration, rateLimitWait)
 }
 
-// codeShape keeps the result label to error-code-like values.
-var codeShape = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9.]{0,63}$`)
-
-// result is the metric label of a call's outcome; never the message, which
-// may quote request values.
+// result is the metric label of a call's outcome: a bounded set of values,
+// whatever codes a server makes up; never the message, which may quote
+// request values.
 func result(err error) string {
 	if err == nil {
 		return "success"
 	}
 	var apiErr smithy.APIError
-	if errors.As(err, &apiErr) && codeShape.MatchString(apiErr.ErrorCode()) {
-		return apiErr.ErrorCode()
+	if !errors.As(err, &apiErr) {
+		return "error"
 	}
-	return "error"
+	if code := apiErr.ErrorCode(); PermanentCodes[code] || TransientCodes[code] {
+		return code
+	}
+	return "other"
 }

@@ -5,6 +5,9 @@
 // from the controller's own environment (AWS_* variables, profiles) leaks in.
 // SDK retries are off: the controller owns backoff, and a second retry layer
 // would multiply STS calls under throttling.
+//
+// Every ClusterSTSProvider gets its own SDK client, rate limiter and timeout,
+// so one provider's slowness or throttling never holds back another's.
 package stsclient
 
 import (
@@ -23,10 +26,20 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 )
 
+// Provider is where a call goes and how fast: a ClusterSTSProvider's spec
+// with defaults applied.
+type Provider struct {
+	Name     string
+	Region   string
+	Endpoint string // empty: the regional AWS endpoint
+	QPS      float64
+	Burst    int
+	Timeout  time.Duration
+}
+
 // Request is one AssumeRoleWithWebIdentity call.
 type Request struct {
-	Region      string
-	Endpoint    string // empty: the regional AWS endpoint
+	Provider    Provider
 	RoleARN     string
 	SessionName string
 	Token       string
@@ -44,77 +57,84 @@ type Result struct {
 
 // Options configure a Client.
 type Options struct {
-	// QPS and Burst bound the STS calls of the whole process.
-	QPS   float64
-	Burst int
-	// Timeout bounds one STS call.
-	Timeout time.Duration
-	// HTTPClient overrides the transport (tests); default a buildable client.
+	// HTTPClient overrides the transport (tests); default a buildable client
+	// whose timeout is each provider's.
 	HTTPClient sts.HTTPClient
 }
 
-// Client calls STS, sharing one SDK client per (region, endpoint) and one rate
-// limit across all of them.
+// Client calls STS with one SDK client and one rate limiter per provider.
 type Client struct {
-	opts    Options
-	limiter *rate.Limiter
+	opts Options
 
-	mu      sync.Mutex
-	clients map[clientKey]*sts.Client
+	mu        sync.Mutex
+	providers map[string]*providerClient
 }
 
-type clientKey struct{ region, endpoint string }
+// providerClient is one provider's SDK client and limiter, built for one
+// version of the provider's settings.
+type providerClient struct {
+	cfg     Provider
+	sts     *sts.Client
+	limiter *rate.Limiter
+}
 
 // New returns a Client.
 func New(opts Options) *Client {
-	if opts.Timeout == 0 {
-		opts.Timeout = 30 * time.Second
+	return &Client{opts: opts, providers: map[string]*providerClient{}}
+}
+
+// client returns the provider's client, built anew when its settings changed.
+func (c *Client) client(p Provider) *providerClient {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if pc, ok := c.providers[p.Name]; ok && pc.cfg == p {
+		return pc
 	}
-	if opts.HTTPClient == nil {
-		opts.HTTPClient = awshttp.NewBuildableClient().WithTimeout(opts.Timeout).WithTransportOptions(func(t *http.Transport) {
+	if p.Timeout <= 0 {
+		p.Timeout = 30 * time.Second
+	}
+	var httpClient sts.HTTPClient = c.opts.HTTPClient
+	if httpClient == nil {
+		httpClient = awshttp.NewBuildableClient().WithTimeout(p.Timeout).WithTransportOptions(func(t *http.Transport) {
 			t.MaxIdleConnsPerHost = 64
 		})
 	}
-	limit := rate.Limit(opts.QPS)
-	if opts.QPS <= 0 {
-		limit = rate.Inf
-	}
-	if opts.Burst < 1 {
-		opts.Burst = 1
-	}
-	return &Client{opts: opts, limiter: rate.NewLimiter(limit, opts.Burst), clients: map[clientKey]*sts.Client{}}
-}
-
-func (c *Client) client(region, endpoint string) *sts.Client {
-	k := clientKey{region, endpoint}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if cl, ok := c.clients[k]; ok {
-		return cl
-	}
 	o := sts.Options{
-		Region:      region,
-		HTTPClient:  c.opts.HTTPClient,
+		Region:      p.Region,
+		HTTPClient:  httpClient,
 		Retryer:     aws.NopRetryer{},
 		Credentials: aws.AnonymousCredentials{},
 	}
-	if endpoint != "" {
-		o.BaseEndpoint = aws.String(endpoint)
+	if p.Endpoint != "" {
+		o.BaseEndpoint = aws.String(p.Endpoint)
 	}
-	cl := sts.New(o)
-	c.clients[k] = cl
-	return cl
+	limit := rate.Limit(p.QPS)
+	if p.QPS <= 0 {
+		limit = rate.Inf
+	}
+	pc := &providerClient{cfg: p, sts: sts.New(o), limiter: rate.NewLimiter(limit, max(p.Burst, 1))}
+	c.providers[p.Name] = pc
+	return pc
 }
 
-// AssumeRoleWithWebIdentity waits for the rate limit, then exchanges the token.
+// Forget drops a provider's client (the provider was deleted).
+func (c *Client) Forget(provider string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.providers, provider)
+}
+
+// AssumeRoleWithWebIdentity waits for the provider's rate limit, then
+// exchanges the token.
 func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Result, error) {
+	pc := c.client(req.Provider)
 	waitStart := time.Now()
-	if err := c.limiter.Wait(ctx); err != nil {
-		return Result{}, fmt.Errorf("waiting for the STS rate limit: %w", err)
+	if err := pc.limiter.Wait(ctx); err != nil {
+		return Result{}, fmt.Errorf("waiting for the STS rate limit of ClusterSTSProvider %s: %w", req.Provider.Name, err)
 	}
 	start := time.Now()
 	rateLimitWait.Observe(start.Sub(waitStart).Seconds())
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	ctx, cancel := context.WithTimeout(ctx, pc.cfg.Timeout)
 	defer cancel()
 
 	in := &sts.AssumeRoleWithWebIdentityInput{
@@ -129,7 +149,7 @@ func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Re
 	for _, arn := range req.PolicyARNs {
 		in.PolicyArns = append(in.PolicyArns, ststypes.PolicyDescriptorType{Arn: aws.String(arn)})
 	}
-	out, err := c.client(req.Region, req.Endpoint).AssumeRoleWithWebIdentity(ctx, in)
+	out, err := pc.sts.AssumeRoleWithWebIdentity(ctx, in)
 	duration.Observe(time.Since(start).Seconds())
 	requests.WithLabelValues(result(err)).Inc()
 	if err != nil {

@@ -1,0 +1,101 @@
+package controllers
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+)
+
+// permitInput is what decides whether a provider serves a binding.
+type permitInput struct {
+	Provider        *stsbindv1.ClusterSTSProvider
+	Namespace       string
+	NamespaceLabels map[string]string
+	ServiceAccount  string
+	RoleARN         string
+	Session         time.Duration
+}
+
+// refusal says why a provider does not serve a binding: a condition reason
+// and a message that names the rule.
+type refusal struct{ Reason, Message string }
+
+// permit applies the provider's rules to a binding: nil when the binding may
+// use the provider, else the first rule it breaks. No token is minted and no
+// STS call is made for a refused binding.
+func permit(in permitInput) *refusal {
+	p := in.Provider
+	sel, err := metav1.LabelSelectorAsSelector(p.Spec.NamespaceSelector)
+	if err != nil || p.Spec.NamespaceSelector == nil {
+		return &refusal{stsbindv1.ReasonProviderNotReady,
+			fmt.Sprintf("ClusterSTSProvider %s has no usable namespaceSelector", p.Name)}
+	}
+	if !sel.Matches(labels.Set(in.NamespaceLabels)) {
+		return &refusal{stsbindv1.ReasonNamespaceNotAllowed,
+			fmt.Sprintf("ClusterSTSProvider %s does not serve namespace %s: its namespaceSelector %q does not match the namespace's labels",
+				p.Name, in.Namespace, sel.String())}
+	}
+	if !roleAllowed(p.Spec.AllowedRoleARNs, in.RoleARN, in.Namespace, in.ServiceAccount) {
+		return &refusal{stsbindv1.ReasonRoleNotAllowed,
+			fmt.Sprintf("ClusterSTSProvider %s does not allow role %s for ServiceAccount %s/%s; allowedRoleArns: %s",
+				p.Name, in.RoleARN, in.Namespace, in.ServiceAccount, joinPatterns(p.Spec.AllowedRoleARNs))}
+	}
+	lo, hi, err := p.Spec.SessionBounds()
+	if err != nil {
+		return &refusal{stsbindv1.ReasonProviderNotReady, fmt.Sprintf("ClusterSTSProvider %s: %v", p.Name, err)}
+	}
+	if in.Session < lo || in.Session > hi {
+		return &refusal{stsbindv1.ReasonSessionDurationNotAllowed,
+			fmt.Sprintf("sessionDuration %s is outside ClusterSTSProvider %s's bounds %s..%s", in.Session, p.Name, lo, hi)}
+	}
+	return nil
+}
+
+// roleAllowed reports whether arn matches one of the patterns after
+// ${namespace} and ${serviceAccount} are substituted.
+func roleAllowed(patterns []stsbindv1.RoleARNPattern, arn, namespace, serviceAccount string) bool {
+	r := strings.NewReplacer("${namespace}", namespace, "${serviceAccount}", serviceAccount)
+	for _, p := range patterns {
+		if globMatch(r.Replace(string(p)), arn) {
+			return true
+		}
+	}
+	return false
+}
+
+// globMatch matches s against a pattern in which "*" stands for any run of
+// characters other than "/", and every other character for itself.
+func globMatch(pattern, s string) bool {
+	// Iterative matching with one backtrack point per star: linear enough for
+	// ARNs of at most 2048 characters, never exponential.
+	p, i := 0, 0
+	star, mark := -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0 && s[mark] != '/':
+			mark++
+			p, i = star+1, mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+func joinPatterns(ps []stsbindv1.RoleARNPattern) string {
+	return strings.Join(patternStrings(ps), ", ")
+}

@@ -1,0 +1,91 @@
+package controllers
+
+import (
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+)
+
+func TestGlobMatch(t *testing.T) {
+	t.Parallel()
+	tests := map[string]struct {
+		pattern, s string
+		want       bool
+	}{
+		"exact":                      {"arn:aws:iam::1:role/a", "arn:aws:iam::1:role/a", true},
+		"exact differs":              {"arn:aws:iam::1:role/a", "arn:aws:iam::1:role/b", false},
+		"star suffix":                {"arn:aws:iam::1:role/team-*", "arn:aws:iam::1:role/team-reader", true},
+		"star matches empty":         {"arn:aws:iam::1:role/team-*", "arn:aws:iam::1:role/team-", true},
+		"star never crosses a slash": {"arn:aws:iam::1:role/team/*", "arn:aws:iam::1:role/team/x/admin", false},
+		"star within one segment":    {"arn:aws:iam::1:role/team/*", "arn:aws:iam::1:role/team/admin", true},
+		"star in the middle":         {"arn:aws:iam::*:role/x", "arn:aws:iam::123456789012:role/x", true},
+		"two stars":                  {"arn:*:iam::*:role/r-*", "arn:aws-cn:iam::123456789012:role/r-1", true},
+		"prefix only is not enough":  {"arn:aws:iam::1:role/a", "arn:aws:iam::1:role/ab", false},
+		"pattern longer":             {"arn:aws:iam::1:role/ab", "arn:aws:iam::1:role/a", false},
+		"backtracking":               {"*a*b", "xxaxxab", true},
+		"backtracking fails":         {"*a*b", "xxaxxa", false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if got := globMatch(tc.pattern, tc.s); got != tc.want {
+				t.Errorf("globMatch(%q, %q) = %v, want %v", tc.pattern, tc.s, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestPermit(t *testing.T) {
+	t.Parallel()
+	provider := func(mutate func(*stsbindv1.ClusterSTSProviderSpec)) *stsbindv1.ClusterSTSProvider {
+		p := &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "aws"}, Spec: stsbindv1.ClusterSTSProviderSpec{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"stsbind.dev/tenant": "true"}},
+			AllowedRoleARNs:   []stsbindv1.RoleARNPattern{"arn:aws:iam::123456789012:role/k8s/${namespace}/*", "arn:aws:iam::123456789012:role/${namespace}-${serviceAccount}"},
+		}}
+		if mutate != nil {
+			mutate(&p.Spec)
+		}
+		return p
+	}
+	tenant := map[string]string{"stsbind.dev/tenant": "true", "kubernetes.io/metadata.name": "team-a"}
+	tests := map[string]struct {
+		provider   *stsbindv1.ClusterSTSProvider
+		labels     map[string]string
+		role       string
+		session    time.Duration
+		wantReason string // empty: permitted
+	}{
+		"role under the namespace path":               {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader"},
+		"role named for namespace and ServiceAccount": {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/team-a-app"},
+		"another namespace's path":                    {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-b/reader", wantReason: stsbindv1.ReasonRoleNotAllowed},
+		"another ServiceAccount's role":               {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/team-a-admin", wantReason: stsbindv1.ReasonRoleNotAllowed},
+		"deeper path than the pattern":                {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/x/reader", wantReason: stsbindv1.ReasonRoleNotAllowed},
+		"other account":                               {provider: provider(nil), labels: tenant, role: "arn:aws:iam::999999999999:role/k8s/team-a/reader", wantReason: stsbindv1.ReasonRoleNotAllowed},
+		"namespace not selected":                      {provider: provider(nil), labels: map[string]string{"kubernetes.io/metadata.name": "team-a"}, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader", wantReason: stsbindv1.ReasonNamespaceNotAllowed},
+		"empty selector selects all":                  {provider: provider(func(s *stsbindv1.ClusterSTSProviderSpec) { s.NamespaceSelector = &metav1.LabelSelector{} }), labels: nil, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader"},
+		"missing selector selects none":               {provider: provider(func(s *stsbindv1.ClusterSTSProviderSpec) { s.NamespaceSelector = nil }), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader", wantReason: stsbindv1.ReasonProviderNotReady},
+		"session above the maximum":                   {provider: provider(func(s *stsbindv1.ClusterSTSProviderSpec) { s.MaxSessionDuration = "1h" }), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader", session: 2 * time.Hour, wantReason: stsbindv1.ReasonSessionDurationNotAllowed},
+		"session below the minimum":                   {provider: provider(func(s *stsbindv1.ClusterSTSProviderSpec) { s.MinSessionDuration = "30m" }), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader", session: 20 * time.Minute, wantReason: stsbindv1.ReasonSessionDurationNotAllowed},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			session := tc.session
+			if session == 0 {
+				session = time.Hour
+			}
+			got := permit(permitInput{Provider: tc.provider, Namespace: "team-a", NamespaceLabels: tc.labels, ServiceAccount: "app", RoleARN: tc.role, Session: session})
+			switch {
+			case tc.wantReason == "" && got != nil:
+				t.Errorf("refused (%s): %s", got.Reason, got.Message)
+			case tc.wantReason != "" && got == nil:
+				t.Errorf("permitted, want %s", tc.wantReason)
+			case tc.wantReason != "" && got.Reason != tc.wantReason:
+				t.Errorf("reason %s (%s), want %s", got.Reason, got.Message, tc.wantReason)
+			}
+		})
+	}
+}
