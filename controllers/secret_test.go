@@ -106,9 +106,9 @@ func TestSpecHash(t *testing.T) {
 			b.Spec.ProviderRef = &stsbindv1.ProviderReference{Name: "other"}
 			b.Annotations = map[string]string{"provider-change": "name"}
 		},
-		"sessionDuration":    func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionDuration = "2h" },
-		"sessionName":        func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionName = "named" },
-		"sessionPolicy":      func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionPolicy = "{}" },
+		"sessionDuration": func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionDuration = "2h" },
+		"sessionName":     func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionName = "named" },
+		"sessionPolicy":   func(b *stsbindv1.IAMRoleBinding) { b.Spec.SessionPolicy = "{}" },
 		"policyArns": func(b *stsbindv1.IAMRoleBinding) {
 			b.Spec.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/P"}
 		},

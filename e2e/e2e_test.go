@@ -92,6 +92,9 @@ func run(m *testing.M) (int, error) {
 		return 0, fmt.Errorf("%w\nminio output:\n%s", err, minio.Output())
 	}
 	fmt.Printf("e2e: MinIO STS answering in %s, role %s\n", time.Since(t0).Round(time.Millisecond), minio.RoleARN)
+	if err := createProviders(ctx); err != nil {
+		return 0, err
+	}
 
 	bin, err := os.MkdirTemp("", "stsbind-e2e-bin-")
 	if err != nil {
@@ -140,12 +143,16 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return nil, err
 	}
+	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), minioProvider); err != nil {
+		return nil, err
+	}
 	if err := (&controllers.IAMRoleBindingReconciler{
-		Client:        mgr.GetClient(),
-		APIReader:     mgr.GetAPIReader(),
-		Recorder:      mgr.GetEventRecorder("stsbind"),
-		STS:           stsclient.New(stsclient.Options{Timeout: 10 * time.Second}),
-		DefaultRegion: region,
+		Client:          mgr.GetClient(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("stsbind"),
+		STS:             stsclient.New(stsclient.Options{}),
+		DefaultProvider: minioProvider,
+		DefaultRegion:   region,
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
@@ -175,6 +182,36 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 	return done, nil
 }
 
+// The ClusterSTSProviders of the e2e tests: MinIO as the admin would set it
+// up, and a copy whose audience MinIO does not accept.
+const (
+	minioProvider         = "minio"
+	wrongAudienceProvider = "minio-wrong-audience"
+)
+
+func minioSTS() stsclient.Provider {
+	return stsclient.Provider{Name: "probe", Region: region, Endpoint: minio.Endpoint, Timeout: 5 * time.Second}
+}
+
+// createProviders creates the e2e tests' ClusterSTSProviders.
+func createProviders(ctx context.Context) error {
+	for name, audience := range map[string]string{minioProvider: "sts.amazonaws.com", wrongAudienceProvider: "not-minio"} {
+		if err := k8s.Create(ctx, &stsbindv1.ClusterSTSProvider{
+			ObjectMeta: metav1.ObjectMeta{Name: name},
+			Spec: stsbindv1.ClusterSTSProviderSpec{
+				Region:            region,
+				Endpoint:          minio.Endpoint,
+				Audience:          audience,
+				NamespaceSelector: &metav1.LabelSelector{},
+				AllowedRoleARNs:   []stsbindv1.RoleARNPattern{"arn:minio:iam:::role/*"},
+			},
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // waitForMinIOSTS exchanges a real ServiceAccount token until MinIO answers:
 // it logs its role before its policies are loaded.
 func waitForMinIOSTS(ctx context.Context) error {
@@ -185,7 +222,7 @@ func waitForMinIOSTS(ctx context.Context) error {
 	if err := k8s.Create(ctx, sa); err != nil {
 		return err
 	}
-	sts := stsclient.New(stsclient.Options{Timeout: 5 * time.Second})
+	sts := stsclient.New(stsclient.Options{})
 	deadline := time.Now().Add(90 * time.Second)
 	var lastErr error
 	for time.Now().Before(deadline) {
@@ -194,7 +231,7 @@ func waitForMinIOSTS(ctx context.Context) error {
 			return err
 		}
 		_, lastErr = sts.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-			Region: region, Endpoint: minio.Endpoint, RoleARN: minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
+			Provider: minioSTS(), RoleARN: minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
 		})
 		if lastErr == nil {
 			return nil
@@ -232,7 +269,6 @@ func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBindingSpec
 		Spec: stsbindv1.IAMRoleBindingSpec{
 			ServiceAccountName: "app",
 			RoleARN:            minio.RoleARN,
-			STSEndpoint:        minio.Endpoint,
 			Region:             region,
 		},
 	}
@@ -464,12 +500,14 @@ func envNames(env []string) []string {
 	return out
 }
 
-// TestRealIssuerRefusals: against the real issuer, a wrong audience and an
-// unknown role are refused by MinIO with InvalidParameterValue; the reason
+// TestRealIssuerRefusals: against the real issuer, a provider with the wrong
+// audience and an unknown role are refused by MinIO with InvalidParameterValue; the reason
 // names it, the message carries MinIO's text, and an existing Secret stays.
 func TestRealIssuerRefusals(t *testing.T) {
 	f := newFixture(t)
-	f.binding("wrong-audience", func(s *stsbindv1.IAMRoleBindingSpec) { s.Audience = "not-minio" })
+	f.binding("wrong-audience", func(s *stsbindv1.IAMRoleBindingSpec) {
+		s.ProviderRef = &stsbindv1.ProviderReference{Name: wrongAudienceProvider}
+	})
 	b := f.waitReady("wrong-audience", metav1.ConditionFalse, "InvalidParameterValue")
 	t.Logf("wrong audience: %s", b.Status.Conditions[0].Message)
 
@@ -485,7 +523,7 @@ func TestRealIssuerRefusals(t *testing.T) {
 	f.binding("turns-bad", nil)
 	b = f.waitReady("turns-bad", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
 	before := f.secret("turns-bad")
-	b.Spec.Audience = "not-minio"
+	b.Spec.ProviderRef = &stsbindv1.ProviderReference{Name: wrongAudienceProvider}
 	if err := k8s.Update(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}

@@ -203,7 +203,7 @@ func mint(t *testing.T, f *fixture, policy string) credentials.Credentials {
 		t.Fatal(err)
 	}
 	res, err := stsclient.New(stsclient.Options{}).AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-		Region: region, Endpoint: minio.Endpoint, RoleARN: minio.RoleARN, SessionName: f.ns, Token: tr.Status.Token,
+		Provider: minioSTS(), RoleARN: minio.RoleARN, SessionName: f.ns, Token: tr.Status.Token,
 		Duration: time.Hour, Policy: policy,
 	})
 	if err != nil {

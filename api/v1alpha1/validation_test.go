@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -60,7 +61,6 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 			s.RoleARN = "arn:aws:iam::123456789012:role/" + strings.Repeat("r", 65)
 		}, wantText: []string{"spec.roleArn"}},
 		"roleArn uppercase partition":        {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "arn:AWS:iam::123456789012:role/x" }, wantText: []string{"spec.roleArn"}},
-		"audience with space":                {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Audience = "sts amazonaws" }, wantText: []string{"spec.audience", "whitespace"}},
 		"sessionDuration prose":              {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "1 hour" }, wantText: []string{"spec.sessionDuration", "1h, 90m"}},
 		"sessionDuration days":               {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "1d" }, wantText: []string{"spec.sessionDuration"}},
 		"sessionDuration too short":          {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "14m" }, wantText: []string{"spec.sessionDuration", "between 15m and 12h"}},
@@ -87,9 +87,8 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 			s.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::123456789012:role/x"}
 		}, wantText: []string{"spec.policyArns", "policy ARN"}},
 		"region with underscore":         {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Region = "eu_west_1" }, wantText: []string{"spec.region"}},
-		"stsEndpoint without scheme":     {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.STSEndpoint = "sts.amazonaws.com" }, wantText: []string{"spec.stsEndpoint", "http(s) URL"}},
-		"stsEndpoint ftp":                {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.STSEndpoint = "ftp://sts.amazonaws.com" }, wantText: []string{"spec.stsEndpoint"}},
-		"stsEndpoint without host":       {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.STSEndpoint = "https://" }, wantText: []string{"spec.stsEndpoint"}},
+		"providerRef name uppercase":     {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{Name: "AWS"} }, wantText: []string{"spec.providerRef.name", "DNS subdomain"}},
+		"providerRef without name":       {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{} }, wantText: []string{"spec.providerRef.name"}},
 		"secretName uppercase":           {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SecretName = "My-Secret" }, wantText: []string{"spec.secretName", "DNS subdomain"}},
 		"injection mode unknown":         {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = "Sidecar" }, wantText: []string{"spec.injection.mode", "Files"}},
 		"injection container bad name":   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Containers = []string{"App_1"} }, wantText: []string{"spec.injection.containers"}},
@@ -143,20 +142,18 @@ func TestValidBindingsAreAccepted(t *testing.T) {
 	tests := map[string]func(*stsbindv1.IAMRoleBindingSpec){
 		"minimal": nil,
 		"everything": func(s *stsbindv1.IAMRoleBindingSpec) {
-			s.Audience = "sts.amazonaws.com"
 			s.SessionDuration = "12h"
 			s.RefreshBefore = "6h"
 			s.SessionName = "team-a.s3-reader@x=y,z"
 			s.SessionPolicy = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}`
 			s.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/AmazonS3ReadOnlyAccess", "arn:aws-us-gov:iam::123456789012:policy/team/a/custom"}
 			s.Region = "us-gov-west-1"
-			s.STSEndpoint = "https://sts.us-gov-west-1.amazonaws.com"
 			s.SecretName = "s3-reader.aws"
 			s.Injection = stsbindv1.Injection{Mode: stsbindv1.InjectionEnv, Containers: []string{"app", "init-db"}}
 		},
-		"minio role arn and http endpoint": func(s *stsbindv1.IAMRoleBindingSpec) {
+		"minio role arn and a provider": func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.RoleARN = "arn:minio:iam:::role/dummy-internal"
-			s.STSEndpoint = "http://127.0.0.1:9000"
+			s.ProviderRef = &stsbindv1.ProviderReference{Name: "minio.local"}
 		},
 		"role with path": func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.RoleARN = "arn:aws-cn:iam::123456789012:role/team/a/reader"
@@ -192,23 +189,22 @@ func TestDefaults(t *testing.T) {
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(b), got); err != nil {
 		t.Fatal(err)
 	}
-	if got.Spec.Audience != "sts.amazonaws.com" || got.Spec.SessionDuration != "1h" || got.Spec.Injection.Mode != stsbindv1.InjectionFiles {
-		t.Errorf("defaults = audience %q, sessionDuration %q, injection.mode %q; want sts.amazonaws.com, 1h, Files",
-			got.Spec.Audience, got.Spec.SessionDuration, got.Spec.Injection.Mode)
+	if got.Spec.SessionDuration != "1h" || got.Spec.Injection.Mode != stsbindv1.InjectionFiles || got.Spec.ProviderRef != nil {
+		t.Errorf("defaults = sessionDuration %q, injection.mode %q, providerRef %v; want 1h, Files, none (the controller's default provider)",
+			got.Spec.SessionDuration, got.Spec.Injection.Mode, got.Spec.ProviderRef)
 	}
 	if got.Spec.RefreshBefore != "" {
 		t.Errorf("refreshBefore defaulted to %q; the controller computes it from the actual lifetime", got.Spec.RefreshBefore)
 	}
 }
 
-// TestSampleIsAccepted applies every file in config/samples.
+// TestSampleIsAccepted applies every object in config/samples with strict
+// field validation: a sample with a field the API does not know fails.
 func TestSampleIsAccepted(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	files, _ := filepath.Glob(filepath.Join(testenv.RepoRoot(), "config", "samples", "*.yaml"))
-	if len(files) == 0 {
-		t.Fatal("no samples in config/samples")
-	}
+	kinds := map[string]int{}
 	for _, f := range files {
 		if filepath.Base(f) == "kustomization.yaml" {
 			continue
@@ -218,20 +214,44 @@ func TestSampleIsAccepted(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, doc := range strings.Split(string(raw), "\n---") {
-			var b stsbindv1.IAMRoleBinding
-			if err := yaml.UnmarshalStrict([]byte(doc), &b); err != nil {
+			var u unstructured.Unstructured
+			if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
 				t.Fatalf("%s: %v", f, err)
 			}
-			if b.Kind != "IAMRoleBinding" {
+			if u.Object == nil {
 				continue
 			}
-			b.Namespace = "samples"
-			if err := ensureNamespace(ctx, b.Namespace); err != nil {
-				t.Fatal(err)
+			kinds[u.GetKind()]++
+			if u.GetKind() == "IAMRoleBinding" {
+				u.SetNamespace("samples")
+				if err := ensureNamespace(ctx, "samples"); err != nil {
+					t.Fatal(err)
+				}
 			}
-			if err := k8s.Create(ctx, &b); err != nil {
-				t.Errorf("%s: %s rejected: %v", filepath.Base(f), b.Name, err)
+			if err := k8s.Create(ctx, &u, client.FieldValidation("Strict")); err != nil {
+				t.Errorf("%s: %s %s rejected: %v", filepath.Base(f), u.GetKind(), u.GetName(), err)
 			}
+		}
+	}
+	if kinds["IAMRoleBinding"] == 0 || kinds["ClusterSTSProvider"] == 0 {
+		t.Errorf("config/samples holds %v; want at least one IAMRoleBinding and one ClusterSTSProvider", kinds)
+	}
+}
+
+// TestOldFieldsAreRefused: a binding written for the first API, with
+// spec.stsEndpoint and spec.audience, is refused by name instead of losing
+// those fields silently (kubectl validates strictly by default).
+func TestOldFieldsAreRefused(t *testing.T) {
+	t.Parallel()
+	for _, field := range []string{"stsEndpoint", "audience"} {
+		u := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "stsbind.dev/v1alpha1", "kind": "IAMRoleBinding",
+			"metadata": map[string]any{"namespace": "default", "name": "old-" + strings.ToLower(field)},
+			"spec":     map[string]any{"serviceAccountName": "app", "roleArn": "arn:aws:iam::123456789012:role/r", field: "https://attacker.example"},
+		}}
+		err := k8s.Create(context.Background(), u, client.FieldValidation("Strict"))
+		if err == nil || !strings.Contains(err.Error(), `unknown field "spec.`+field+`"`) {
+			t.Errorf("spec.%s: want a strict-decoding error naming the field, got %v", field, err)
 		}
 	}
 }

@@ -35,12 +35,15 @@ import (
 // Defaults of main.go's flags. The benchmark runs the controller the way the
 // binary does unless STSBIND_BENCH_* says otherwise.
 const (
-	defaultSTSQPS            = 100  // --sts-qps
-	defaultSTSBurst          = 200  // --sts-burst
+	defaultSTSQPS            = 100  // a ClusterSTSProvider's rateLimit.qps
+	defaultSTSBurst          = 200  // a ClusterSTSProvider's rateLimit.burst
 	defaultKubeQPS           = 500  // --kube-api-qps
 	defaultKubeBurst         = 1000 // --kube-api-burst
 	defaultMaxConcurrentRecs = 16   // --max-concurrent-reconciles
 )
+
+// benchProvider is the ClusterSTSProvider of every benchmark binding.
+const benchProvider = "bench"
 
 // scaleConfig is one controller scale run.
 type scaleConfig struct {
@@ -192,6 +195,17 @@ func (s *scaleRun) populate(ctx context.Context) {
 			s.tb.Fatal(err)
 		}
 	}
+	if err := c.Create(ctx, &stsbindv1.ClusterSTSProvider{
+		ObjectMeta: metav1.ObjectMeta{Name: benchProvider},
+		Spec: stsbindv1.ClusterSTSProviderSpec{
+			Endpoint:          s.sts.URL,
+			NamespaceSelector: &metav1.LabelSelector{},
+			AllowedRoleARNs:   []stsbindv1.RoleARNPattern{"arn:aws:iam::123456789012:role/*"},
+			RateLimit:         stsbindv1.RateLimit{QPS: int32(s.cfg.STSQPS), Burst: int32(s.cfg.STSBurst)},
+		},
+	}); err != nil {
+		s.tb.Fatal(err)
+	}
 	const workers = 32
 	var (
 		wg       sync.WaitGroup
@@ -215,7 +229,6 @@ func (s *scaleRun) populate(ctx context.Context) {
 						Spec: stsbindv1.IAMRoleBindingSpec{
 							ServiceAccountName: name,
 							RoleARN:            "arn:aws:iam::123456789012:role/" + name,
-							STSEndpoint:        s.sts.URL,
 						},
 					},
 				}
@@ -259,11 +272,15 @@ func (s *scaleRun) startManager(ctx context.Context, restart bool) (stopped <-ch
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		s.tb.Fatal(err)
 	}
+	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), benchProvider); err != nil {
+		s.tb.Fatal(err)
+	}
 	r := &controllers.IAMRoleBindingReconciler{
 		Client:                  trackingClient{Client: mgr.GetClient(), t: s.tracker},
 		APIReader:               mgr.GetAPIReader(),
 		Recorder:                mgr.GetEventRecorder("stsbind"),
-		STS:                     stsclient.New(stsclient.Options{QPS: s.cfg.STSQPS, Burst: s.cfg.STSBurst, Timeout: 30 * time.Second}),
+		STS:                     stsclient.New(stsclient.Options{}),
+		DefaultProvider:         benchProvider,
 		DefaultRegion:           "us-east-1",
 		MaxConcurrentReconciles: s.cfg.MaxConcurrentRecon,
 		SkipNameValidation:      restart,

@@ -97,6 +97,7 @@ func run(ctx context.Context) error {
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
 		"--default-region", region,
+		"--default-provider", demoProvider,
 		"--webhook-cert-mode", "cert-manager", // certificates from a directory: envtest's
 		"--webhook-cert-dir", wio.LocalServingCertDir,
 		"--webhook-host", wio.LocalServingHost,
@@ -116,7 +117,12 @@ func run(ctx context.Context) error {
 	defer func() { _ = operator.Process.Signal(os.Interrupt); _ = operator.Wait() }()
 	done(t, "operator pid %d, log in %s", operator.Process.Pid, logPath)
 
-	t = step(4, "The sample binding from config/samples, pointed at MinIO, and its ServiceAccount")
+	t = step(4, "The admin's ClusterSTSProvider for MinIO, then the sample binding from config/samples and its ServiceAccount")
+	if out, err := kubectlRun(kubectl, kubeconfig, []byte(providerManifest(minio)), "apply", "-f", "-"); err != nil {
+		return fmt.Errorf("kubectl apply: %v\n%s", err, out)
+	} else {
+		fmt.Print(indent(out))
+	}
 	b, err := sampleBinding(filepath.Join(root, "config", "samples", "stsbind_v1alpha1_iamrolebinding.yaml"), minio)
 	if err != nil {
 		return err
@@ -135,7 +141,9 @@ func run(ctx context.Context) error {
 		return fmt.Errorf("%w (operator log: %s)", err, logPath)
 	}
 	done(t, "binding Ready")
-	out, _ := kubectlRun(kubectl, kubeconfig, nil, "get", "irb", "-n", namespace)
+	out, _ := kubectlRun(kubectl, kubeconfig, nil, "get", "clusterstsprovider")
+	fmt.Print(indent(out))
+	out, _ = kubectlRun(kubectl, kubeconfig, nil, "get", "irb", "-n", namespace)
 	fmt.Print(indent(out))
 	out, _ = kubectlRun(kubectl, kubeconfig, nil, "get", "secret", b.SecretNameOrDefault(), "-n", namespace,
 		"-o", `go-template={{range $k, $v := .data}}{{$k}}{{"\n"}}{{end}}`)
@@ -214,7 +222,27 @@ func kubectlRun(kubectl, kubeconfig string, stdin []byte, args ...string) (strin
 	return string(out), err
 }
 
-// sampleBinding reads the sample and points it at MinIO's role and STS.
+// demoProvider is the ClusterSTSProvider the demo creates as the admin would.
+const demoProvider = "minio"
+
+// providerManifest is the demo's provider: MinIO's STS, the audience MinIO
+// accepts, every namespace, MinIO's roles.
+func providerManifest(minio *miniotest.Server) string {
+	return fmt.Sprintf(`apiVersion: stsbind.dev/v1alpha1
+kind: ClusterSTSProvider
+metadata:
+  name: %s
+spec:
+  endpoint: %s
+  region: %s
+  audience: sts.amazonaws.com
+  namespaceSelector: {}
+  allowedRoleArns:
+  - arn:minio:iam:::role/*
+`, demoProvider, minio.Endpoint, region)
+}
+
+// sampleBinding reads the sample and points it at MinIO's role and provider.
 func sampleBinding(path string, minio *miniotest.Server) (*stsbindv1.IAMRoleBinding, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
@@ -226,7 +254,7 @@ func sampleBinding(path string, minio *miniotest.Server) (*stsbindv1.IAMRoleBind
 	}
 	b.Namespace = namespace
 	b.Spec.RoleARN = minio.RoleARN
-	b.Spec.STSEndpoint = minio.Endpoint
+	b.Spec.ProviderRef = &stsbindv1.ProviderReference{Name: demoProvider}
 	b.Spec.Region = region
 	return &b, nil
 }
@@ -237,7 +265,7 @@ func waitForSTS(ctx context.Context, c client.Client, minio *miniotest.Server) e
 		return err
 	}
 	defer func() { _ = c.Delete(context.Background(), sa) }()
-	sts := stsclient.New(stsclient.Options{Timeout: 5 * time.Second})
+	sts := stsclient.New(stsclient.Options{})
 	var lastErr error
 	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
 		tr := &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{Audiences: []string{"sts.amazonaws.com"}, ExpirationSeconds: ptr.To[int64](600)}}
@@ -245,7 +273,8 @@ func waitForSTS(ctx context.Context, c client.Client, minio *miniotest.Server) e
 			return err
 		}
 		if _, lastErr = sts.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-			Region: region, Endpoint: minio.Endpoint, RoleARN: minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
+			Provider: stsclient.Provider{Name: "probe", Region: region, Endpoint: minio.Endpoint, Timeout: 5 * time.Second},
+			RoleARN:  minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
 		}); lastErr == nil {
 			return nil
 		}
