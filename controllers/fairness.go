@@ -57,6 +57,17 @@ func (g *fairGate) admit(provider string, qps float64, burst int, key types.Name
 	return wait
 }
 
+// pending returns how long a binding that already holds a slot still waits
+// for it; zero when it holds none or its slot has come.
+func (g *fairGate) pending(key types.NamespacedName, now time.Time) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if wait := g.slots[key].Sub(now); wait >= minWait {
+		return wait
+	}
+	return 0
+}
+
 // release drops the binding's slot (it no longer needs STS, or is gone).
 func (g *fairGate) release(key types.NamespacedName) {
 	g.mu.Lock()

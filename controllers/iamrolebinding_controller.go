@@ -230,6 +230,11 @@ func (r *IAMRoleBindingReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 		// The Secret's owner reference lets the garbage collector remove it.
 		return ctrl.Result{}, nil
 	}
+	if wait := r.fair.pending(req.NamespacedName, r.Clock.Now()); wait > 0 {
+		// Woken early (an event) while waiting for its namespace's turn:
+		// nothing to read or decide before the slot.
+		return ctrl.Result{RequeueAfter: wait}, nil
+	}
 	orig := b.DeepCopy()
 	result, err := r.reconcileBinding(ctx, &b)
 	if !equality.Semantic.DeepEqual(orig.Status, b.Status) {
@@ -337,6 +342,12 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		Policy:      spec.SessionPolicy,
 		PolicyARNs:  spec.PolicyARNs,
 	})
+	var limited *stsclient.RateLimitedError
+	if errors.As(err, &limited) {
+		// Nothing was sent; the token is dropped and a fresh one minted then.
+		log.V(1).Info("Waiting for the provider's STS rate limit", "provider", provider.Name, "wait", limited.RetryAfter)
+		return ctrl.Result{RequeueAfter: limited.RetryAfter}, nil
+	}
 	if err != nil {
 		fault := classifySTSError(err)
 		if fault.Kind == permanent {

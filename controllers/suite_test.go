@@ -129,10 +129,11 @@ func startManager(ctx context.Context, o managerOptions) (<-chan struct{}, error
 	if o.logger != nil {
 		opts.Logger = *o.logger
 	}
-	cfg := env.Config
+	cfg := rest.CopyConfig(env.Config)
 	if o.config != nil {
-		cfg = o.config
+		cfg = rest.CopyConfig(o.config)
 	}
+	cfg.QPS, cfg.Burst = 500, 1000 // main.go's --kube-api-qps and --kube-api-burst
 	mgr, err := ctrl.NewManager(cfg, opts)
 	if err != nil {
 		return nil, err

@@ -124,13 +124,38 @@ func (c *Client) Forget(provider string) {
 	delete(c.providers, provider)
 }
 
+// MaxRateLimitWait is the longest a call waits for its provider's rate
+// limit; past it the call is not made and the caller retries later, so that
+// an oversubscribed provider never holds the controller's workers.
+const MaxRateLimitWait = time.Second
+
+// RateLimitedError says a provider's rate limit had no room within
+// MaxRateLimitWait; nothing was sent.
+type RateLimitedError struct {
+	Provider   string
+	RetryAfter time.Duration
+}
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("ClusterSTSProvider %s is at its STS rate limit; retrying in %s", e.Provider, e.RetryAfter.Round(time.Millisecond))
+}
+
 // AssumeRoleWithWebIdentity waits for the provider's rate limit, then
 // exchanges the token.
 func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Result, error) {
 	pc := c.client(req.Provider)
 	waitStart := time.Now()
-	if err := pc.limiter.Wait(ctx); err != nil {
-		return Result{}, fmt.Errorf("waiting for the STS rate limit of ClusterSTSProvider %s: %w", req.Provider.Name, err)
+	reservation := pc.limiter.Reserve()
+	if wait := reservation.Delay(); wait > MaxRateLimitWait {
+		reservation.Cancel()
+		return Result{}, &RateLimitedError{Provider: req.Provider.Name, RetryAfter: wait}
+	} else if wait > 0 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			reservation.Cancel()
+			return Result{}, fmt.Errorf("waiting for the STS rate limit of ClusterSTSProvider %s: %w", req.Provider.Name, ctx.Err())
+		}
 	}
 	start := time.Now()
 	rateLimitWait.Observe(start.Sub(waitStart).Seconds())
