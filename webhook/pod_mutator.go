@@ -79,7 +79,7 @@ func mutatePod(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Option
 	matched := buf[:0]
 	for i := range bindings {
 		b := &bindings[i]
-		if b.Spec.ServiceAccountName == sa && handledMode(b.InjectionModeOrDefault()) && selectsAny(b, pod) {
+		if appliesTo(b, pod, sa) {
 			matched = append(matched, b)
 		}
 	}
@@ -94,6 +94,12 @@ func mutatePod(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Option
 	for _, b := range matched {
 		injectBinding(pod, b, b == def, opts, token)
 	}
+}
+
+// appliesTo reports whether binding b hands credentials to the pod, whose
+// ServiceAccount is sa.
+func appliesTo(b *stsbindv1.IAMRoleBinding, pod *corev1.Pod, sa string) bool {
+	return b.Spec.ServiceAccountName == sa && handledMode(b.InjectionModeOrDefault()) && selectsAny(b, pod)
 }
 
 // handledMode reports whether the webhook injects bindings of this mode.

@@ -42,11 +42,14 @@ func init() {
 
 // PodDefaulter is the admission.Defaulter that injects credentials into pods.
 type PodDefaulter struct {
-	// Cache is the manager's cache, with the index.ServiceAccountName index.
+	// Cache is the manager's cache, with the index.ServiceAccountName index;
+	// it holds only the Secrets labelled as stsbind's.
 	Cache client.Reader
-	// APIReader reads from the API server, for bindings the cache has not seen yet.
+	// APIReader reads from the API server, for bindings the cache has not seen
+	// yet and the metadata of Secrets it does not hold.
 	APIReader client.Reader
-	// Recorder records a Warning event when a pod is admitted without credentials.
+	// Recorder records a Warning event when a pod is admitted without
+	// credentials or a binding is refused.
 	Recorder events.EventRecorder
 	// FailurePolicy says what happens to a pod whose bindings cannot be looked
 	// up: Ignore admits it unchanged, Fail denies it.
@@ -64,6 +67,7 @@ type PodDefaulter struct {
 // chart set the installed one, together with the namespaceSelector.
 // +kubebuilder:webhook:path=/mutate--v1-pod,mutating=true,failurePolicy=ignore,sideEffects=None,groups="",resources=pods,verbs=create,versions=v1,name=pods.stsbind.dev,admissionReviewVersions=v1,reinvocationPolicy=IfNeeded,timeoutSeconds=5
 // +kubebuilder:rbac:groups=stsbind.dev,resources=iamrolebindings,verbs=get;list;watch
+// +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
 // SetupWithManager registers the webhook at /mutate--v1-pod.
@@ -71,7 +75,8 @@ func (d *PodDefaulter) SetupWithManager(mgr ctrl.Manager) error {
 	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(d).Complete()
 }
 
-// Default injects the credentials of the pod's bindings. It returns an error,
+// Default injects the credentials of the pod's bindings, leaving out those
+// whose Secret belongs to someone else (with a Warning event). It returns an error,
 // which denies the pod whatever the webhook's failurePolicy, only when the
 // bindings cannot be looked up and FailurePolicy is Fail.
 func (d *PodDefaulter) Default(ctx context.Context, pod *corev1.Pod) error {
@@ -89,6 +94,14 @@ func (d *PodDefaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	bindings, err := d.lookup(ctx, ns, sa)
 	if err != nil {
 		return d.lookupFailed(ctx, pod, ns, sa, err)
+	}
+	secrets, err := d.secretsOf(ctx, ns, pod, bindings)
+	if err != nil {
+		return d.lookupFailed(ctx, pod, ns, sa, err)
+	}
+	bindings, refused := usableBindings(bindings, secrets)
+	for _, b := range refused {
+		d.refused(ctx, pod, ns, sa, b)
 	}
 	mutatePod(pod, bindings, d.Options)
 	return nil
@@ -134,25 +147,34 @@ func (d *PodDefaulter) lookupFailed(ctx context.Context, pod *corev1.Pod, ns, sa
 		policy = admissionregistrationv1.Ignore
 	}
 	lookupFailures.WithLabelValues(string(policy)).Inc()
-	podName := pod.Name
-	if podName == "" {
-		podName = pod.GenerateName + "*"
-	}
 	if policy == admissionregistrationv1.Fail {
 		return apierrors.NewServiceUnavailable(fmt.Sprintf(
-			"stsbind could not look up the IAMRoleBindings of ServiceAccount %s/%s (%v), so the pod would start without its AWS credentials; "+
-				"retry in a moment, check that the stsbind operator is running and may list iamrolebindings, "+
+			"stsbind could not look up the IAMRoleBindings of ServiceAccount %s/%s or their Secrets (%v), so the pod would start without its AWS credentials; "+
+				"retry in a moment, check that the stsbind operator is running and may list iamrolebindings and get secrets, "+
 				"or annotate the pod %s: \"false\" to create it without credentials", ns, sa, err, stsbindv1.AnnotationInject))
 	}
-	logf.FromContext(ctx).Error(err, "Admitted a pod without AWS credentials", "namespace", ns, "pod", podName, "serviceAccount", sa)
+	name := podName(pod)
+	logf.FromContext(ctx).Error(err, "Admitted a pod without AWS credentials", "namespace", ns, "pod", name, "serviceAccount", sa)
 	if d.Recorder != nil {
-		// The pod has no UID yet (and maybe no name): the event goes to its ServiceAccount.
-		regarding := &corev1.ServiceAccount{
-			TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
-			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa},
-		}
-		d.Recorder.Eventf(regarding, nil, corev1.EventTypeWarning, ReasonInjectionSkipped, "InjectCredentials",
-			"Pod %s was admitted without AWS credentials: %v", podName, err)
+		d.Recorder.Eventf(serviceAccountRef(ns, sa), nil, corev1.EventTypeWarning, ReasonInjectionSkipped, "InjectCredentials",
+			"Pod %s was admitted without AWS credentials: %v", name, err)
 	}
 	return nil
+}
+
+// podName names a pod in events and logs; at admission it may have only a generateName.
+func podName(pod *corev1.Pod) string {
+	if pod.Name == "" {
+		return pod.GenerateName + "*"
+	}
+	return pod.Name
+}
+
+// serviceAccountRef is what the webhook's events are about: the pod has no UID
+// yet (and maybe no name), so they go to its ServiceAccount.
+func serviceAccountRef(ns, sa string) *corev1.ServiceAccount {
+	return &corev1.ServiceAccount{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "ServiceAccount"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa},
+	}
 }

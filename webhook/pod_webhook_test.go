@@ -194,6 +194,10 @@ func (failingReader) List(context.Context, client.ObjectList, ...client.ListOpti
 	return errors.New("connection refused")
 }
 
+func (failingReader) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	return errors.New("connection refused")
+}
+
 func TestLookupFailurePolicy(t *testing.T) {
 	tests := map[string]struct {
 		policy    admissionregistrationv1.FailurePolicyType
@@ -255,7 +259,8 @@ func TestLookupFailurePolicy(t *testing.T) {
 func TestDefaultHonoursNamespaces(t *testing.T) {
 	t.Parallel()
 	b := newBinding("team-a", "s3-reader", "app", stsbindv1.InjectionFiles)
-	d := &PodDefaulter{Cache: emptyCache(t, b), APIReader: failingReader{}, Namespaces: []string{"team-b"}}
+	b.UID = "uid-s3-reader"
+	d := &PodDefaulter{Cache: emptyCache(t, b, ownedSecret(b)), APIReader: failingReader{}, Namespaces: []string{"team-b"}}
 	pod := newPod("team-a", "app", "app")
 	if err := d.Default(context.Background(), pod); err != nil {
 		t.Fatal(err)
