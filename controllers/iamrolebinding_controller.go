@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"strings"
 	"sync"
 	"time"
 
@@ -291,6 +292,7 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		SpecHash:      specHash,
 		Held:          held,
 		RefreshBefore: spec.refreshBefore,
+		Session:       spec.session,
 		UID:           b.UID,
 		Now:           now,
 	})
@@ -359,10 +361,24 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	}
 
 	issuedAt := now.Truncate(time.Second)
+	if msg := expiredOnArrival(r.Clock.Now(), res.Credentials.Expiration); msg != "" {
+		// Backoff, not a one-second refresh loop; the held credentials stay.
+		r.setRetrying(b, stillValid, held, stsbindv1.ReasonExpiredOnArrival, msg)
+		return ctrl.Result{}, errors.New(msg)
+	}
 	if err := r.writeSecret(ctx, b, secret, res.Credentials, spec, issuedAt); err != nil {
+		var conflict errSecretConflict
+		if errors.As(err, &conflict) {
+			r.setFailed(b, stsbindv1.ReasonSecretConflict, conflict.Error(), "WriteSecret")
+			return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
+		}
+		// A quota, a policy engine or an immutable Secret refused the write:
+		// say so, and back off (each retry costs an STS call).
+		r.setRetrying(b, stillValid, held, stsbindv1.ReasonSecretWriteFailed,
+			fmt.Sprintf("STS issued credentials but writing Secret %s failed: %v", b.Status.SecretName, err))
 		return ctrl.Result{}, err
 	}
-	next := refreshTime(issuedAt, res.Credentials.Expiration, spec.refreshBefore, b.UID)
+	next := refreshTime(issuedAt, schedulingExpiration(issuedAt, res.Credentials.Expiration, spec.session), spec.refreshBefore, b.UID)
 	reason, note := "CredentialsIssued", "Issued credentials for %s, valid until %s"
 	if held != nil {
 		reason, note = "CredentialsRefreshed", "Refreshed credentials for %s ("+decision.Why+"), valid until %s"
@@ -559,13 +575,18 @@ func (r *IAMRoleBindingReconciler) setFailed(b *stsbindv1.IAMRoleBinding, reason
 	if b.Status.Expiration != nil {
 		msg += fmt.Sprintf("; the Secret keeps the previous credentials until %s", b.Status.Expiration.UTC().Format(time.RFC3339))
 	}
-	if meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+	news := was == nil || was.Status != metav1.ConditionFalse || was.Reason != reason
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
 		Type:               stsbindv1.ConditionReady,
 		Status:             metav1.ConditionFalse,
 		Reason:             reason,
 		Message:            msg,
 		ObservedGeneration: b.Generation,
-	}) {
+	})
+	// The message may change on every retry (times, request IDs); the event
+	// goes out once per fault.
+	if news {
 		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
 	}
 }
@@ -577,13 +598,16 @@ func (r *IAMRoleBindingReconciler) setRetrying(b *stsbindv1.IAMRoleBinding, stil
 		r.setFailed(b, reason, msg, "AssumeRoleWithWebIdentity")
 		return
 	}
-	if meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+	news := was == nil || was.Reason != stsbindv1.ReasonRefreshRetrying || !strings.Contains(was.Message, "("+reason+")")
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
 		Type:               stsbindv1.ConditionReady,
 		Status:             metav1.ConditionTrue,
 		Reason:             stsbindv1.ReasonRefreshRetrying,
 		Message:            fmt.Sprintf("Credentials valid until %s; refresh failed (%s): %s", held.Expiration.UTC().Format(time.RFC3339), reason, msg),
 		ObservedGeneration: b.Generation,
-	}) {
+	})
+	if news {
 		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, "AssumeRoleWithWebIdentity", "%s", msg)
 	}
 }

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"fmt"
 	"hash/fnv"
 	"time"
 
@@ -29,8 +30,11 @@ type refreshInput struct {
 	SpecHash      string
 	Held          *heldCredentials // nil: no Secret of ours
 	RefreshBefore *time.Duration   // nil: a third of the actual lifetime
-	UID           types.UID
-	Now           time.Time
+	// Session is the requested duration: STS never grants more, so an
+	// Expiration past issued-at plus Session is scheduled as if it were there.
+	Session time.Duration
+	UID     types.UID
+	Now     time.Time
 }
 
 // refreshDecision says whether to call STS now and, if not, when.
@@ -53,11 +57,32 @@ func decideRefresh(in refreshInput) refreshDecision {
 	case in.Held.SpecHash != in.SpecHash:
 		return refreshDecision{RefreshNow: true, Why: dueSpecChanged}
 	}
-	at := refreshTime(in.Held.IssuedAt, in.Held.Expiration, in.RefreshBefore, in.UID)
+	at := refreshTime(in.Held.IssuedAt, schedulingExpiration(in.Held.IssuedAt, in.Held.Expiration, in.Session), in.RefreshBefore, in.UID)
 	if !at.After(in.Now) {
 		return refreshDecision{RefreshNow: true, Why: dueRefresh}
 	}
 	return refreshDecision{RefreshAt: at}
+}
+
+// schedulingExpiration is the expiration the schedule trusts: at most
+// issued-at plus the requested session. A far-future Expiration (a server's
+// mistake, a skewed clock) would otherwise never be refreshed.
+func schedulingExpiration(issuedAt, expiration time.Time, session time.Duration) time.Time {
+	if session > 0 && expiration.After(issuedAt.Add(session)) {
+		return issuedAt.Add(session)
+	}
+	return expiration
+}
+
+// expiredOnArrival says why fresh credentials cannot be used: they expire
+// at or before the moment they were received. Writing them and scheduling
+// from them would refresh every second, forever. Empty when they are fine.
+func expiredOnArrival(received, expiration time.Time) string {
+	if expiration.After(received) {
+		return ""
+	}
+	return fmt.Sprintf("STS returned credentials that expire at %s, not after they were received at %s; the clocks of STS and the controller disagree by at least %s. The Secret keeps its current credentials",
+		expiration.UTC().Format(time.RFC3339), received.UTC().Format(time.RFC3339), received.Sub(expiration).Round(time.Second))
 }
 
 // refreshTime is expiration − refreshBefore − jitter. The default refreshBefore

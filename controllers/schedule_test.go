@@ -119,3 +119,52 @@ func TestJitterBoundsAndSpread(t *testing.T) {
 		t.Errorf("jitter spread %s..%s covers less than half of the 10%% window", lo, hi)
 	}
 }
+
+func TestSchedulingExpiration(t *testing.T) {
+	t.Parallel()
+	issued := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	tests := map[string]struct {
+		exp     time.Time
+		session time.Duration
+		want    time.Time
+	}{
+		"as granted":            {issued.Add(time.Hour), time.Hour, issued.Add(time.Hour)},
+		"shorter than asked":    {issued.Add(15 * time.Minute), time.Hour, issued.Add(15 * time.Minute)},
+		"far future is clamped": {issued.Add(1000 * time.Hour), time.Hour, issued.Add(time.Hour)},
+		"no session known":      {issued.Add(1000 * time.Hour), 0, issued.Add(1000 * time.Hour)},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if got := schedulingExpiration(issued, tc.exp, tc.session); !got.Equal(tc.want) {
+				t.Errorf("got %s, want %s", got, tc.want)
+			}
+		})
+	}
+	// A held Secret with a far-future expiration is refreshed on the
+	// requested session's schedule, not in 1000 hours.
+	d := decideRefresh(refreshInput{SpecHash: "h", Held: &heldCredentials{SpecHash: "h", IssuedAt: issued, Expiration: issued.Add(1000 * time.Hour), Intact: true},
+		Session: time.Hour, UID: "u", Now: issued})
+	if d.RefreshNow || d.RefreshAt.After(issued.Add(time.Hour)) {
+		t.Errorf("far-future expiration scheduled at %s, want within the 1h session", d.RefreshAt)
+	}
+}
+
+func TestExpiredOnArrival(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	for name, tc := range map[string]struct {
+		exp     time.Time
+		refused bool
+	}{
+		"an hour left":      {now.Add(time.Hour), false},
+		"one second left":   {now.Add(time.Second), false},
+		"expiring now":      {now, true},
+		"expired an hour":   {now.Add(-time.Hour), true},
+		"skewed by a month": {now.Add(-30 * 24 * time.Hour), true},
+	} {
+		if got := expiredOnArrival(now, tc.exp) != ""; got != tc.refused {
+			t.Errorf("%s: refused = %v, want %v", name, got, tc.refused)
+		}
+	}
+}

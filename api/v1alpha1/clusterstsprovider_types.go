@@ -11,14 +11,6 @@ const (
 	// ReasonAudienceAcceptedByAPIServer: tokens with the provider's audience
 	// authenticate at this cluster's API server, so none is ever sent to STS.
 	ReasonAudienceAcceptedByAPIServer = "AudienceAcceptedByAPIServer"
-
-	// Binding reasons.
-	ReasonTokenReviewFailed         = "TokenReviewFailed"
-	ReasonProviderNotFound          = "ProviderNotFound"
-	ReasonProviderNotReady          = "ProviderNotReady"
-	ReasonNamespaceNotAllowed       = "NamespaceNotAllowed"
-	ReasonRoleNotAllowed            = "RoleNotAllowed"
-	ReasonSessionDurationNotAllowed = "SessionDurationNotAllowed"
 )
 
 // ClusterSTSProviderSpec is what the cluster admin decides for every binding

@@ -35,6 +35,16 @@ const (
 	ReasonTokenRequestFailed     = "TokenRequestFailed"
 	ReasonSTSUnreachable         = "STSUnreachable"
 	ReasonSTSError               = "STSError"
+
+	// Set by the provider checks, the audience check and the write.
+	ReasonExpiredOnArrival          = "ExpiredOnArrival"
+	ReasonSecretWriteFailed         = "SecretWriteFailed"
+	ReasonTokenReviewFailed         = "TokenReviewFailed"
+	ReasonProviderNotFound          = "ProviderNotFound"
+	ReasonProviderNotReady          = "ProviderNotReady"
+	ReasonNamespaceNotAllowed       = "NamespaceNotAllowed"
+	ReasonRoleNotAllowed            = "RoleNotAllowed"
+	ReasonSessionDurationNotAllowed = "SessionDurationNotAllowed"
 )
 
 // Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.
