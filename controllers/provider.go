@@ -69,23 +69,33 @@ func roleAllowed(patterns []stsbindv1.RoleARNPattern, arn, namespace, serviceAcc
 }
 
 // globMatch matches s against a pattern in which "*" stands for any run of
-// characters other than "/", and every other character for itself.
+// characters other than "/", "**" for any run at all, and every other
+// character for itself.
 func globMatch(pattern, s string) bool {
-	// Iterative matching with one backtrack point per star: linear enough for
-	// ARNs of at most 2048 characters, never exponential.
+	// Iterative matching that remembers the last "*" and the last "**" to
+	// return to: linear enough for ARNs of at most 2048 characters, never
+	// exponential. A "*" cannot absorb a "/", so when it gets stuck the last
+	// "**" before it takes one more character instead.
 	p, i := 0, 0
-	star, mark := -1, 0
+	single, singleAt := -1, 0 // pattern index after the last "*", and where in s it started
+	deep, deepAt := -1, 0     // the same for the last "**"
 	for i < len(s) {
 		switch {
+		case strings.HasPrefix(pattern[p:], "**"):
+			p += 2
+			deep, deepAt, single = p, i, -1
 		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
 			p++
+			single, singleAt = p, i
 		case p < len(pattern) && pattern[p] == s[i]:
 			p++
 			i++
-		case star >= 0 && s[mark] != '/':
-			mark++
-			p, i = star+1, mark
+		case single >= 0 && s[singleAt] != '/':
+			singleAt++
+			p, i = single, singleAt
+		case deep >= 0:
+			deepAt++
+			p, i, single = deep, deepAt, -1
 		default:
 			return false
 		}

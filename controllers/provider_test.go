@@ -1,6 +1,9 @@
 package controllers
 
 import (
+	"math/rand/v2"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,6 +28,14 @@ func TestGlobMatch(t *testing.T) {
 		"two stars":                  {"arn:*:iam::*:role/r-*", "arn:aws-cn:iam::123456789012:role/r-1", true},
 		"prefix only is not enough":  {"arn:aws:iam::1:role/a", "arn:aws:iam::1:role/ab", false},
 		"pattern longer":             {"arn:aws:iam::1:role/ab", "arn:aws:iam::1:role/a", false},
+		"double star crosses":        {"arn:aws:iam::1:role/**", "arn:aws:iam::1:role/team/x/admin", true},
+		"double star in the middle":  {"arn:aws:iam::1:role/k8s/**/reader", "arn:aws:iam::1:role/k8s/a/b/reader", true},
+		"double star still anchored": {"arn:aws:iam::1:role/k8s/**", "arn:aws:iam::2:role/k8s/a", false},
+		"single after double":        {"**/x-*", "a/b/x-y", true},
+		"single after double no /":   {"**/x-*", "a/b/x-y/z", false},
+		"double takes over":          {"**/x-*", "a/x-b/x-c", true},
+		"single before double":       {"r-*/**", "r-1/a/b", true},
+		"single cannot cross first":  {"r-*/x", "r-1/2/x", false},
 		"backtracking":               {"*a*b", "xxaxxab", true},
 		"backtracking fails":         {"*a*b", "xxaxxa", false},
 	}
@@ -87,5 +98,27 @@ func TestPermit(t *testing.T) {
 				t.Errorf("reason %s (%s), want %s", got.Reason, got.Message, tc.wantReason)
 			}
 		})
+	}
+}
+
+// TestGlobMatchAgreesWithRegexp compares globMatch with a regular expression
+// built from the same pattern, over many small random patterns and inputs.
+func TestGlobMatchAgreesWithRegexp(t *testing.T) {
+	t.Parallel()
+	rng := rand.New(rand.NewPCG(1, 2))
+	alphabet := []string{"a", "b", "/", "*", "**"}
+	for range 20000 {
+		var pattern, s strings.Builder
+		for range rng.IntN(6) {
+			pattern.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		for range rng.IntN(8) {
+			s.WriteString(alphabet[rng.IntN(3)])
+		}
+		re := "^" + strings.NewReplacer("**", ".*", "*", "[^/]*").Replace(pattern.String()) + "$"
+		want := regexp.MustCompile(re).MatchString(s.String())
+		if got := globMatch(pattern.String(), s.String()); got != want {
+			t.Fatalf("globMatch(%q, %q) = %v, regexp %s says %v", pattern.String(), s.String(), got, re, want)
+		}
 	}
 }

@@ -53,9 +53,10 @@ type ClusterSTSProviderSpec struct {
 	NamespaceSelector *metav1.LabelSelector `json:"namespaceSelector"`
 
 	// allowedRoleArns are the role ARNs bindings may ask for. "*" matches any
-	// run of characters except "/", so it never crosses a role path segment;
-	// ${namespace} and ${serviceAccount} stand for the binding's namespace and
-	// ServiceAccount, e.g. arn:aws:iam::123456789012:role/k8s/${namespace}/*.
+	// run of characters except "/", so it never crosses a role path segment,
+	// and "**" any run at all; ${namespace} and ${serviceAccount} stand for
+	// the binding's namespace and ServiceAccount, e.g.
+	// arn:aws:iam::123456789012:role/k8s/${namespace}/*.
 	// Prefer a path per namespace over a name prefix: with "role/${namespace}-*"
 	// namespace "team" could ask for the roles of namespace "team-a".
 	// +required
@@ -90,7 +91,8 @@ type ClusterSTSProviderSpec struct {
 }
 
 // RoleARNPattern is a role ARN in which "*" matches any run of characters
-// but "/", and ${namespace} and ${serviceAccount} are substituted.
+// but "/", "**" any run, and ${namespace} and ${serviceAccount} are
+// substituted.
 // +kubebuilder:validation:MinLength=1
 // +kubebuilder:validation:MaxLength=2048
 // +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z*][a-z0-9*-]{0,31}:iam::([0-9]{12}|[*])?:role/[!-~]+$')",message="each allowedRoleArns entry must be a role ARN pattern such as arn:aws:iam::123456789012:role/${namespace}/*"
