@@ -82,12 +82,80 @@ type ClusterSTSProviderSpec struct {
 	// +kubebuilder:default={}
 	RateLimit RateLimit `json:"rateLimit,omitempty"`
 
+	// identity is what the controller presents to STS for this provider's
+	// bindings. Default: webIdentity, each binding's ServiceAccount token.
+	// +optional
+	Identity *ProviderIdentity `json:"identity,omitempty"`
+
+	// automaticSessionTags puts the session tags kubernetes-namespace,
+	// kubernetes-service-account, stsbind-binding and (with --cluster-name)
+	// stsbind-cluster on every session the controller starts with AssumeRole
+	// or GetFederationToken, for attribute-based access control; the role's
+	// trust policy must allow sts:TagSession. AssumeRoleWithWebIdentity takes
+	// no tags (they come from the token). Default Enabled.
+	// +optional
+	// +kubebuilder:default=Enabled
+	// +kubebuilder:validation:Enum=Enabled;Disabled
+	AutomaticSessionTags string `json:"automaticSessionTags,omitempty"`
+
 	// timeout bounds one STS call. Default 30s.
 	// +optional
 	// +kubebuilder:default="30s"
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self) >= duration('1s') && duration(self) <= duration('5m')",message="timeout must be a duration between 1s and 5m, such as 30s"
 	Timeout string `json:"timeout,omitempty"`
+}
+
+// ProviderIdentity is the identity a provider uses at STS: exactly one of
+// webIdentity and accessKeys.
+// +kubebuilder:validation:XValidation:rule="has(self.webIdentity) != has(self.accessKeys)",message="identity must set exactly one of webIdentity and accessKeys"
+type ProviderIdentity struct {
+	// webIdentity exchanges a token of the binding's ServiceAccount with
+	// AssumeRoleWithWebIdentity: IAM must trust this cluster's issuer.
+	// +optional
+	WebIdentity *WebIdentity `json:"webIdentity,omitempty"`
+	// accessKeys signs the calls with an IAM user's long-term access keys,
+	// for clusters whose token issuer AWS cannot reach. No ServiceAccount
+	// token is minted.
+	// +optional
+	AccessKeys *AccessKeys `json:"accessKeys,omitempty"`
+}
+
+// WebIdentity has no settings: the audience is the provider's.
+type WebIdentity struct{}
+
+// KeysOperation is the STS operation a provider calls with access keys.
+// +kubebuilder:validation:Enum=AssumeRole;GetFederationToken;GetSessionToken
+type KeysOperation string
+
+const (
+	// OperationAssumeRole assumes the binding's role as the IAM user.
+	OperationAssumeRole KeysOperation = "AssumeRole"
+	// OperationGetFederationToken issues a federated user session limited
+	// to the binding's sessionPolicy and policyArns.
+	OperationGetFederationToken KeysOperation = "GetFederationToken"
+	// OperationGetSessionToken issues temporary credentials of the IAM user
+	// itself, with all of its permissions.
+	OperationGetSessionToken KeysOperation = "GetSessionToken"
+)
+
+// AccessKeys names an IAM user's keys and the operation they are used with.
+type AccessKeys struct {
+	// secretName is a Secret in the operator's own namespace (never a
+	// tenant's) holding AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY. It is
+	// read when credentials are issued, so a rotated key is used at once.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",message="secretName must be a DNS subdomain: lowercase letters, digits, '-' and '.'"
+	SecretName string `json:"secretName"`
+	// operation is AssumeRole (the binding's roleArn, default),
+	// GetFederationToken (no role: the binding's sessionPolicy or policyArns
+	// are all the federated user may do) or GetSessionToken (no role: the
+	// IAM user's own permissions, for every binding the provider serves).
+	// +optional
+	// +kubebuilder:default=AssumeRole
+	Operation KeysOperation `json:"operation,omitempty"`
 }
 
 // RoleARNPattern is a role ARN in which "*" matches any run of characters

@@ -25,6 +25,9 @@ const (
 const (
 	// ConditionReady is True while the Secret holds valid credentials for the current spec.
 	ConditionReady = "Ready"
+	// ConditionIdentityVerified is True when STS GetCallerIdentity confirmed
+	// whose credentials the Secret holds, False when the server cannot say.
+	ConditionIdentityVerified = "IdentityVerified"
 
 	ReasonCredentialsIssued      = "CredentialsIssued"
 	ReasonRefreshRetrying        = "RefreshRetrying"
@@ -73,6 +76,8 @@ const (
 const DefaultAudience = "sts.amazonaws.com"
 
 // IAMRoleBindingSpec binds a ServiceAccount of this namespace to an IAM role.
+// +kubebuilder:validation:XValidation:rule="!has(self.chainedRole) || (has(self.sessionDuration) && self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') && duration(self.sessionDuration) <= duration('1h'))",fieldPath=".sessionDuration",message="AWS limits a chained role session to 1 hour: sessionDuration must be at most 1h with chainedRole"
+// +kubebuilder:validation:XValidation:rule="!has(self.chainedRole) || !has(self.chainedRole.transitiveTagKeys) || self.chainedRole.transitiveTagKeys.all(k, k in ['kubernetes-namespace', 'kubernetes-service-account', 'stsbind-binding', 'stsbind-cluster'] || (has(self.chainedRole.sessionTags) && k in self.chainedRole.sessionTags))",fieldPath=".chainedRole.transitiveTagKeys",message="each transitiveTagKeys entry must be a session tag of the chained role (its own or an automatic one)"
 // Where the ServiceAccount's tokens go, and with which audience, is the
 // provider's: a binding cannot choose it.
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",fieldPath=".refreshBefore",message="refreshBefore must be shorter than sessionDuration minus 5m"
@@ -95,11 +100,19 @@ type IAMRoleBindingSpec struct {
 	// Any partition is accepted, and an empty account field for STS-compatible
 	// servers (arn:minio:iam:::role/...). The role's trust policy must allow
 	// this cluster's OIDC provider with sub system:serviceaccount:<namespace>:<serviceAccountName>.
-	// +required
+	// Required unless the provider issues GetFederationToken or
+	// GetSessionToken sessions, which take no role.
+	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=2048
 	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z][a-z0-9-]{0,31}:iam::([0-9]{12})?:role/([!-~]*/)?[\\\\w+=,.@-]{1,64}$')",message="roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/name (role name up to 64 characters of [A-Za-z0-9+=,.@_-])"
-	RoleARN string `json:"roleArn"`
+	RoleARN string `json:"roleArn,omitempty"`
+
+	// chainedRole is a second role assumed with the first session's
+	// credentials, typically in another account; the pods get its
+	// credentials. AWS limits a chained session to 1 hour.
+	// +optional
+	ChainedRole *ChainedRole `json:"chainedRole,omitempty"`
 
 	// sessionDuration is the lifetime requested for the credentials, between 15m
 	// and 12h (the role's maximum session duration must allow it). Go duration
@@ -165,6 +178,47 @@ type IAMRoleBindingSpec struct {
 	// +optional
 	// +kubebuilder:default={}
 	Injection Injection `json:"injection,omitempty"`
+}
+
+// ChainedRole is the role a binding's first session assumes.
+type ChainedRole struct {
+	// roleArn is the role to assume; the provider's allowedRoleArns apply
+	// to it as to spec.roleArn.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=2048
+	// +kubebuilder:validation:XValidation:rule="self.matches('^arn:[a-z][a-z0-9-]{0,31}:iam::([0-9]{12})?:role/([!-~]*/)?[\\\\w+=,.@-]{1,64}$')",message="chainedRole.roleArn must be an IAM role ARN such as arn:aws:iam::123456789012:role/name"
+	RoleARN string `json:"roleArn"`
+	// externalId is the value the role's trust policy may require in
+	// sts:ExternalId (the confused-deputy guard of third-party accounts).
+	// +optional
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=1224
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[\\\\w+=,.@:/-]+$')",message="externalId may contain only letters, digits and +=,.@:/-"
+	ExternalID string `json:"externalId,omitempty"`
+	// sessionTags are added to the automatic ones (kubernetes-namespace,
+	// kubernetes-service-account, stsbind-binding, stsbind-cluster), whose
+	// keys they may not use: the tenant chooses these values, so base
+	// authorization on the automatic tags.
+	// +optional
+	// +kubebuilder:validation:MaxProperties=40
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(k) <= 128 && k.matches('^[\\\\w.:/=+@-]+$') && !(k in ['kubernetes-namespace', 'kubernetes-service-account', 'stsbind-binding', 'stsbind-cluster']))",message="sessionTags keys are at most 128 characters of letters, digits and .:/=+@_- and may not be an automatic tag's key"
+	// +kubebuilder:validation:XValidation:rule="self.all(k, size(self[k]) <= 256)",message="sessionTags values are at most 256 characters"
+	SessionTags map[string]string `json:"sessionTags,omitempty"`
+	// transitiveTagKeys are the tag keys that stay on further chained
+	// sessions; each must be a tag of this session.
+	// +optional
+	// +listType=set
+	// +kubebuilder:validation:MaxItems=50
+	// +kubebuilder:validation:items:MaxLength=128
+	TransitiveTagKeys []string `json:"transitiveTagKeys,omitempty"`
+	// sourceIdentity is recorded by CloudTrail on this and every later
+	// session and cannot be changed by them. Default: none.
+	// +optional
+	// +kubebuilder:validation:MinLength=2
+	// +kubebuilder:validation:MaxLength=64
+	// +kubebuilder:validation:XValidation:rule="self.matches('^[\\\\w+=,.@-]+$')",message="sourceIdentity may contain only letters, digits and +=,.@_-"
+	SourceIdentity string `json:"sourceIdentity,omitempty"`
 }
 
 // ProviderReference names a ClusterSTSProvider.
@@ -244,6 +298,14 @@ type IAMRoleBindingStatus struct {
 	// +optional
 	AssumedRoleARN string `json:"assumedRoleArn,omitempty"`
 
+	// account and callerArn are what STS GetCallerIdentity says the issued
+	// credentials belong to (condition IdentityVerified tells whether the
+	// STS server could answer).
+	// +optional
+	Account string `json:"account,omitempty"`
+	// +optional
+	CallerARN string `json:"callerArn,omitempty"`
+
 	// subject is the token subject STS saw, system:serviceaccount:<ns>:<name>
 	// (may be empty on STS-compatible servers).
 	// +optional
@@ -263,6 +325,7 @@ type IAMRoleBindingStatus struct {
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiration`
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.provider`,priority=1
+// +kubebuilder:printcolumn:name="Account",type=string,JSONPath=`.status.account`,priority=1
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.injection.mode`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name of an IAMRoleBinding must be at most 63 characters: it becomes a label value and a volume name"

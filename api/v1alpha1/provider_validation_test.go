@@ -48,8 +48,19 @@ func TestInvalidProvidersAreRejected(t *testing.T) {
 		"min above max": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
 			s.MinSessionDuration, s.MaxSessionDuration = "2h", "1h"
 		}, wantText: []string{"spec.minSessionDuration", "must not be longer than maxSessionDuration"}},
-		"qps zero":    {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.RateLimit.QPS = -1 }, wantText: []string{"spec.rateLimit.qps"}},
-		"timeout 10m": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.Timeout = "10m" }, wantText: []string{"spec.timeout", "between 1s and 5m"}},
+		"both identities": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
+			s.Identity = &stsbindv1.ProviderIdentity{WebIdentity: &stsbindv1.WebIdentity{}, AccessKeys: &stsbindv1.AccessKeys{SecretName: "keys"}}
+		}, wantText: []string{"spec.identity", "exactly one"}},
+		"no identity": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.Identity = &stsbindv1.ProviderIdentity{} }, wantText: []string{"spec.identity", "exactly one"}},
+		"unknown keys op": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
+			s.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{SecretName: "keys", Operation: "AssumeRoleWithSAML"}}
+		}, wantText: []string{"spec.identity.accessKeys.operation"}},
+		"keys without a Secret": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
+			s.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{}}
+		}, wantText: []string{"spec.identity.accessKeys.secretName"}},
+		"tags neither on nor off": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.AutomaticSessionTags = "Sometimes" }, wantText: []string{"spec.automaticSessionTags"}},
+		"qps zero":                {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.RateLimit.QPS = -1 }, wantText: []string{"spec.rateLimit.qps"}},
+		"timeout 10m":             {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.Timeout = "10m" }, wantText: []string{"spec.timeout", "between 1s and 5m"}},
 		"65 patterns": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
 			s.AllowedRoleARNs = nil
 			for i := range 65 {
@@ -96,6 +107,17 @@ func TestProviderDefaults(t *testing.T) {
 	var got stsbindv1.ClusterSTSProvider
 	if err := k8s.Get(ctx, client.ObjectKeyFromObject(p), &got); err != nil {
 		t.Fatal(err)
+	}
+	if got.Spec.AutomaticSessionTags != "Enabled" {
+		t.Errorf("automaticSessionTags defaulted to %q, want Enabled", got.Spec.AutomaticSessionTags)
+	}
+	keys := &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "keys-default-op"}, Spec: validProviderSpec()}
+	keys.Spec.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{SecretName: "iam-user"}}
+	if err := k8s.Create(ctx, keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys.Spec.Identity.AccessKeys.Operation != stsbindv1.OperationAssumeRole {
+		t.Errorf("accessKeys.operation defaulted to %q, want AssumeRole", keys.Spec.Identity.AccessKeys.Operation)
 	}
 	if got.Spec.Audience != "sts.amazonaws.com" || got.Spec.Timeout != "30s" || got.Spec.RateLimit.QPS != 100 || got.Spec.RateLimit.Burst != 200 {
 		t.Errorf("defaults = audience %q, timeout %q, rateLimit %+v; want sts.amazonaws.com, 30s, 100/200",

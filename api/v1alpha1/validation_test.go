@@ -53,7 +53,6 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 		"serviceAccountName uppercase":     {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ServiceAccountName = "App" }, wantText: []string{"spec.serviceAccountName", "DNS subdomain"}},
 		"serviceAccountName other ns form": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ServiceAccountName = "other/app" }, wantText: []string{"spec.serviceAccountName"}},
 		"serviceAccountName too long":      {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ServiceAccountName = strings.Repeat("a", 254) }, wantText: []string{"spec.serviceAccountName", "253"}},
-		"empty roleArn":                    {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "" }, wantText: []string{"spec.roleArn"}},
 		"roleArn not an ARN":               {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "s3-reader" }, wantText: []string{"spec.roleArn", "IAM role ARN"}},
 		"roleArn user not role":            {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "arn:aws:iam::123456789012:user/bob" }, wantText: []string{"spec.roleArn"}},
 		"roleArn short account":            {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "arn:aws:iam::12345:role/x" }, wantText: []string{"spec.roleArn"}},
@@ -86,9 +85,29 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 		"policy ARN is a role": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::123456789012:role/x"}
 		}, wantText: []string{"spec.policyArns", "policy ARN"}},
-		"region with underscore":         {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Region = "eu_west_1" }, wantText: []string{"spec.region"}},
-		"providerRef name uppercase":     {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{Name: "AWS"} }, wantText: []string{"spec.providerRef.name", "DNS subdomain"}},
-		"providerRef without name":       {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{} }, wantText: []string{"spec.providerRef.name"}},
+		"region with underscore":     {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Region = "eu_west_1" }, wantText: []string{"spec.region"}},
+		"providerRef name uppercase": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{Name: "AWS"} }, wantText: []string{"spec.providerRef.name", "DNS subdomain"}},
+		"providerRef without name":   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.ProviderRef = &stsbindv1.ProviderReference{} }, wantText: []string{"spec.providerRef.name"}},
+		"chained session of 2h": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.SessionDuration = "2h"
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x"}
+		}, wantText: []string{"spec.sessionDuration", "chained role session to 1 hour"}},
+		"chained with default 1h is fine but 61m is not": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.SessionDuration = "61m"
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x"}
+		}, wantText: []string{"chained role session to 1 hour"}},
+		"chained role not an ARN": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "x"}
+		}, wantText: []string{"spec.chainedRole.roleArn"}},
+		"chained tag with an automatic key": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x", SessionTags: map[string]string{"kubernetes-namespace": "someone-else"}}
+		}, wantText: []string{"spec.chainedRole.sessionTags", "automatic tag"}},
+		"transitive key that is no tag": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x", TransitiveTagKeys: []string{"team"}}
+		}, wantText: []string{"spec.chainedRole.transitiveTagKeys"}},
+		"externalId with space": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x", ExternalID: "a b"}
+		}, wantText: []string{"spec.chainedRole.externalId"}},
 		"secretName uppercase":           {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SecretName = "My-Secret" }, wantText: []string{"spec.secretName", "DNS subdomain"}},
 		"injection mode unknown":         {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Mode = "Sidecar" }, wantText: []string{"spec.injection.mode", "Files"}},
 		"injection container bad name":   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Containers = []string{"App_1"} }, wantText: []string{"spec.injection.containers"}},
@@ -155,6 +174,14 @@ func TestValidBindingsAreAccepted(t *testing.T) {
 			s.RoleARN = "arn:minio:iam:::role/dummy-internal"
 			s.ProviderRef = &stsbindv1.ProviderReference{Name: "minio.local"}
 		},
+		"chained role with tags": func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.SessionDuration = "1h"
+			s.ChainedRole = &stsbindv1.ChainedRole{
+				RoleARN: "arn:aws:iam::210987654321:role/cross", ExternalID: "partner-42",
+				SessionTags: map[string]string{"team": "a"}, TransitiveTagKeys: []string{"team", "kubernetes-namespace"}, SourceIdentity: "team-a.app",
+			}
+		},
+		"no role (a GetSessionToken provider)": func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "" },
 		"role with path": func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.RoleARN = "arn:aws-cn:iam::123456789012:role/team/a/reader"
 		},
