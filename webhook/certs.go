@@ -28,8 +28,8 @@ type CertOptions struct {
 	CertDir string
 }
 
-// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=get;list;watch;update
-// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=get;list;watch;update
+// +kubebuilder:rbac:groups="",namespace=system,resources=secrets,verbs=list;watch;update
+// +kubebuilder:rbac:groups=admissionregistration.k8s.io,resources=mutatingwebhookconfigurations,verbs=list;watch;update
 
 // AddCertRotator makes the operator its own CA: open-policy-agent's
 // cert-controller writes a CA and a serving certificate into the Secret,
