@@ -20,6 +20,8 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/yaml"
 
 	"github.com/stsbind/stsbind/internal/applytest"
@@ -129,7 +131,14 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		"unknown nested key":     {set: "webhook.failurePolicyy=Fail", wantText: "additional properties 'failurePolicyy' not allowed"},
 		"failurePolicy enum":     {set: "webhook.failurePolicy=Deny", wantText: "/webhook/failurePolicy"},
 		"certificate mode enum":  {set: "certificates.mode=vault", wantText: "/certificates/mode"},
-		"duration shape":         {set: "sts.timeout=30", wantText: "/sts/timeout"},
+		"duration shape":         {set: "defaultProvider.timeout=30", wantText: "/defaultProvider/timeout"},
+		"removed sts values":     {set: "sts.qps=5", wantText: "additional properties 'sts' not allowed"},
+		"provider name":          {set: "defaultProvider.name=", wantText: "/defaultProvider/name"},
+		"provider endpoint":      {set: "defaultProvider.endpoint=ftp://sts.example.com", wantText: "/defaultProvider/endpoint"},
+		"provider role pattern":  {set: "defaultProvider.allowedRoleArns={arn:aws:s3:::bucket}", wantText: "/defaultProvider/allowedRoleArns/0"},
+		"provider roles empty":   {set: "defaultProvider.allowedRoleArns=null", wantText: "missing property 'allowedRoleArns'"},
+		"provider rate":          {set: "defaultProvider.rateLimit.qps=0", wantText: "/defaultProvider/rateLimit/qps"},
+		"provider audience":      {set: "defaultProvider.audience=sts example", wantText: "/defaultProvider/audience"},
 		"watchNamespaces string": {set: "watchNamespaces=team-a", wantText: "/watchNamespaces"},
 	}
 	for name, tc := range tests {
@@ -154,8 +163,15 @@ func TestDryRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.EnsureNamespace(ctx, namespace); err != nil {
-		t.Fatal(err)
+	// The watched namespaces exist before the install: it puts Roles there.
+	var options struct {
+		WatchNamespaces []string `json:"watchNamespaces"`
+	}
+	readValues(t, "testdata/options.values.yaml", &options)
+	for _, ns := range append(options.WatchNamespaces, namespace) {
+		if err := a.EnsureNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, name := range []string{"default", "cert-manager", "options"} {
 		t.Run(name, func(t *testing.T) {
@@ -291,8 +307,15 @@ func TestCRDsEqualConfig(t *testing.T) {
 	}
 }
 
-// TestRBACEqualsGenerated compares the chart's manager rules with
-// config/rbac/role.yaml, generated from the markers.
+// TestRBACEqualsGenerated checks the chart's manager RBAC against
+// config/rbac/role.yaml, generated from the markers: every permission the
+// markers generate is granted and nothing more, each where it belongs. The
+// API server's discovery says which resources are cluster-scoped: those go
+// into the ClusterRole; the namespaced ones into a Role in each watched
+// namespace, or the ClusterRole when all namespaces are watched. The
+// certificate rotator's rules exist only with self-managed certificates,
+// writes by name: this release's webhook configuration and certificate
+// Secret.
 func TestRBACEqualsGenerated(t *testing.T) {
 	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
 	if err != nil {
@@ -302,16 +325,185 @@ func TestRBACEqualsGenerated(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := renderObjects(t)
-	for _, kind := range []string{"ClusterRole", "Role"} {
-		want := rules(t, applytest.Find(generated, kind, "manager-role"))
-		got := rules(t, applytest.Find(objs, kind, "stsbind-manager"))
-		if diff := cmp.Diff(want, got); diff != "" {
-			t.Errorf("%s stsbind-manager rules differ from config/rbac/role.yaml (-generated +chart; run make manifests):\n%s", kind, diff)
+	namespaced := namespacedResources(t)
+	const mwc = "admissionregistration.k8s.io/mutatingwebhookconfigurations"
+	for name, values := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			objs := renderObjects(t, values...)
+			var v struct {
+				WatchNamespaces []string `json:"watchNamespaces"`
+				Certificates    struct {
+					Mode string `json:"mode"`
+				} `json:"certificates"`
+			}
+			v.Certificates.Mode = "self-managed"
+			if name == "options" {
+				readValues(t, "testdata/options.values.yaml", &v)
+			} else if name == "cert-manager" {
+				v.Certificates.Mode = "cert-manager"
+			}
+			selfManaged := v.Certificates.Mode == "self-managed"
+			manager, cert := release+"-manager", release+"-webhook-cert"
+			mwcName, secretName := release, release+"-webhook-cert"
+
+			var want []permission
+			for _, p := range permissions(rules(t, applytest.Find(generated, "ClusterRole", "manager-role")), "") {
+				// A subresource's scope is its resource's.
+				gr := p.Group + "/" + strings.SplitN(p.Resource, "/", 2)[0]
+				isNamespaced, known := namespaced[gr]
+				switch {
+				case !known:
+					t.Fatalf("the API server does not serve %s, which config/rbac/role.yaml grants", gr)
+				case gr == mwc:
+					if selfManaged {
+						want = append(want, p.at("ClusterRole "+cert, byName(p.Verb, mwcName)))
+					}
+				case !isNamespaced:
+					want = append(want, p.at("ClusterRole "+manager, ""))
+				case len(v.WatchNamespaces) == 0:
+					want = append(want, p.at("ClusterRole "+manager, ""))
+				default:
+					for _, ns := range v.WatchNamespaces {
+						want = append(want, p.at("Role "+ns+"/"+manager, ""))
+					}
+				}
+			}
+			if selfManaged {
+				for _, p := range permissions(rules(t, applytest.Find(generated, "Role", "manager-role")), "") {
+					want = append(want, p.at("Role "+namespace+"/"+cert, byName(p.Verb, secretName)))
+				}
+			}
+
+			var got []permission
+			for _, o := range objs {
+				if (o.GetKind() != "ClusterRole" && o.GetKind() != "Role") || (o.GetName() != manager && o.GetName() != cert) {
+					continue
+				}
+				place := o.GetKind() + " " + o.GetName()
+				if o.GetKind() == "Role" {
+					place = "Role " + o.GetNamespace() + "/" + o.GetName()
+				}
+				got = append(got, permissions(rules(t, o), place)...)
+				if !boundToManager(objs, o, serviceAccountName(t, objs)) {
+					t.Errorf("%s is not bound to the manager's ServiceAccount", place)
+				}
+			}
+			sortPermissions(want)
+			sortPermissions(got)
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("the chart's manager RBAC differs from config/rbac/role.yaml placed by scope (-want +chart; run make manifests, or place a new resource in templates/_helpers.tpl):\n%s", diff)
+			}
+		})
+	}
+}
+
+// permission is one verb on one resource as RBAC grants it: in which role
+// (Place), and on which object (Name; empty for all).
+type permission struct {
+	Place, Group, Resource, Verb, Name string
+}
+
+func (p permission) at(place, name string) permission {
+	p.Place, p.Name = place, name
+	return p
+}
+
+// byName is the resourceNames entry of a write by name: RBAC cannot narrow a
+// list or watch without a field selector, which the informers do not send.
+func byName(verb, name string) string {
+	if verb == "list" || verb == "watch" {
+		return ""
+	}
+	return name
+}
+
+func permissions(rules []rbacv1.PolicyRule, place string) []permission {
+	var out []permission
+	for _, r := range rules {
+		names := r.ResourceNames
+		if len(names) == 0 {
+			names = []string{""}
+		}
+		for _, g := range r.APIGroups {
+			for _, res := range r.Resources {
+				for _, v := range r.Verbs {
+					for _, n := range names {
+						out = append(out, permission{Place: place, Group: g, Resource: res, Verb: v, Name: n})
+					}
+				}
+			}
 		}
 	}
-	if o := applytest.Find(objs, "Role", "stsbind-manager"); o == nil || o.GetNamespace() != namespace {
-		t.Errorf("the Secret Role is not in the release namespace: %v", o)
+	return out
+}
+
+func sortPermissions(ps []permission) {
+	slices.SortFunc(ps, func(a, b permission) int {
+		return strings.Compare(fmt.Sprint(a), fmt.Sprint(b))
+	})
+}
+
+// namespacedResources asks the API server which "group/resource" are
+// namespaced.
+func namespacedResources(t *testing.T) map[string]bool {
+	t.Helper()
+	dc, err := discovery.NewDiscoveryClientForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lists, err := dc.ServerPreferredResources()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, l := range lists {
+		gv, err := schema.ParseGroupVersion(l.GroupVersion)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range l.APIResources {
+			out[gv.Group+"/"+r.Name] = r.Namespaced
+		}
+	}
+	if !out["/secrets"] || out["/namespaces"] || !out["stsbind.dev/iamrolebindings"] || out["stsbind.dev/clusterstsproviders"] {
+		t.Fatalf("discovery does not know the resources: %v", out)
+	}
+	return out
+}
+
+// boundToManager reports whether a RoleBinding or ClusterRoleBinding of the
+// same kind, name and namespace binds role to the manager's ServiceAccount.
+func boundToManager(objs []*unstructured.Unstructured, role *unstructured.Unstructured, sa string) bool {
+	for _, o := range objs {
+		if o.GetKind() != role.GetKind()+"Binding" || o.GetName() != role.GetName() || o.GetNamespace() != role.GetNamespace() {
+			continue
+		}
+		var b rbacv1.RoleBinding // a ClusterRoleBinding decodes the same
+		if err := applytest.Into(o, &b); err != nil {
+			return false
+		}
+		if b.RoleRef.Kind == role.GetKind() && b.RoleRef.Name == role.GetName() &&
+			slices.Contains(b.Subjects, rbacv1.Subject{Kind: rbacv1.ServiceAccountKind, Name: sa, Namespace: namespace}) {
+			return true
+		}
+	}
+	return false
+}
+
+func serviceAccountName(t *testing.T, objs []*unstructured.Unstructured) string {
+	t.Helper()
+	return deployment(t, objs).Spec.Template.Spec.ServiceAccountName
+}
+
+func readValues(t *testing.T, file string, into any) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, into); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -397,12 +589,50 @@ func TestManagerFlags(t *testing.T) {
 				"webhook-cert-secret":   "Secret",
 				"webhook-service":       "Service",
 				"webhook-configuration": "MutatingWebhookConfiguration",
+				"default-provider":      "ClusterSTSProvider",
 			} {
 				for _, arg := range args {
 					if v, ok := strings.CutPrefix(arg, "--"+flagName+"="); ok && applytest.Find(objs, kind, v) == nil {
 						t.Errorf("--%s=%s names no rendered %s", flagName, v, kind)
 					}
 				}
+			}
+		})
+	}
+}
+
+// TestAdmissionPolicyMatchesConfig: the chart ships the policy of
+// config/admission-policy, bound with validationActions Deny, unless
+// admissionPolicy.enabled is false.
+func TestAdmissionPolicyMatchesConfig(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "admission-policy", "policy.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var want admissionregistrationv1.ValidatingAdmissionPolicy
+	if err := yaml.UnmarshalStrict(raw, &want); err != nil {
+		t.Fatal(err)
+	}
+	const name = release + "-require-serviceaccount-access"
+	for caseName, values := range cases {
+		t.Run(caseName, func(t *testing.T) {
+			t.Parallel()
+			objs := renderObjects(t, values...)
+			if caseName == "options" { // admissionPolicy.enabled: false
+				for _, o := range objs {
+					if strings.HasPrefix(o.GetKind(), "ValidatingAdmissionPolicy") {
+						t.Errorf("admissionPolicy.enabled=false renders %s %s", o.GetKind(), o.GetName())
+					}
+				}
+				return
+			}
+			got := typed[admissionregistrationv1.ValidatingAdmissionPolicy](t, objs, "ValidatingAdmissionPolicy", name)
+			if diff := cmp.Diff(want.Spec, got.Spec); diff != "" {
+				t.Errorf("the chart's policy differs from config/admission-policy (-config +chart):\n%s", diff)
+			}
+			b := typed[admissionregistrationv1.ValidatingAdmissionPolicyBinding](t, objs, "ValidatingAdmissionPolicyBinding", name)
+			if b.Spec.PolicyName != name || !slices.Equal(b.Spec.ValidationActions, []admissionregistrationv1.ValidationAction{admissionregistrationv1.Deny}) {
+				t.Errorf("binding %+v does not deny by policy %s", b.Spec, name)
 			}
 		})
 	}
