@@ -51,6 +51,8 @@ type options struct {
 	watchNamespaces            string
 	defaultRegion              string
 	defaultProvider            string
+	operatorNamespace          string
+	clusterName                string
 	kubeQPS                    float64
 	kubeBurst                  int
 	maxConcurrentReconciles    int
@@ -79,6 +81,8 @@ func main() {
 	flag.StringVar(&o.watchNamespaces, "watch-namespaces", "", "Comma-separated namespaces to watch (default: all).")
 	flag.StringVar(&o.defaultRegion, "default-region", "us-east-1", "AWS region for bindings without spec.region.")
 	flag.StringVar(&o.defaultProvider, "default-provider", "aws", "ClusterSTSProvider of bindings without spec.providerRef (empty: such bindings are refused).")
+	flag.StringVar(&o.operatorNamespace, "operator-namespace", os.Getenv("POD_NAMESPACE"), "The operator's own namespace, which holds the Secrets with providers' IAM user keys (default: $POD_NAMESPACE).")
+	flag.StringVar(&o.clusterName, "cluster-name", "", "Value of the stsbind-cluster session tag on AssumeRole and GetFederationToken sessions (empty: no such tag).")
 	// Each resource type gets its own client-side limit. Issuing credentials
 	// costs about five requests per binding, so at 100/s 10,000 new bindings
 	// took minutes; --max-concurrent-reconciles and the API server's priority
@@ -175,6 +179,8 @@ func run(o options) error {
 		Audiences:               audiences,
 		DefaultProvider:         o.defaultProvider,
 		DefaultRegion:           o.defaultRegion,
+		OperatorNamespace:       o.operatorNamespace,
+		ClusterName:             o.clusterName,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the IAMRoleBinding controller: %w", err)

@@ -5,6 +5,7 @@
 package controllers
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,9 +46,10 @@ import (
 // controller mints: the API server's minimum. A token is used once, at once.
 const TokenExpirationSeconds = 600
 
-// STS exchanges a web identity token for temporary credentials.
+// STS issues temporary credentials and says whose they are.
 type STS interface {
-	AssumeRoleWithWebIdentity(ctx context.Context, req stsclient.Request) (stsclient.Result, error)
+	Issue(ctx context.Context, req stsclient.Request) (stsclient.Result, error)
+	CallerIdentity(ctx context.Context, p stsclient.Provider, c credentials.Credentials) (arn, account string, err error)
 }
 
 // IAMRoleBindingReconciler keeps each binding's Secret filled with valid
@@ -69,6 +71,10 @@ type IAMRoleBindingReconciler struct {
 	// DefaultRegion applies to bindings without spec.region and providers
 	// without spec.region.
 	DefaultRegion string
+	// OperatorNamespace holds the Secrets with providers' IAM user keys.
+	OperatorNamespace string
+	// ClusterName is the stsbind-cluster session tag; empty: no such tag.
+	ClusterName string
 	// SlowRetry is the wait after a fault that only a change outside the
 	// binding can fix (IAM trust, a foreign Secret). Default 5m.
 	SlowRetry time.Duration
@@ -268,7 +274,7 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		return ctrl.Result{}, nil
 	}
 
-	spec, err := effective(b, provider, r.DefaultRegion)
+	spec, err := effective(b, provider, r.DefaultRegion, r.ClusterName)
 	var invalid errInvalidSpec
 	if errors.As(err, &invalid) {
 		// A spec change reconciles again; nothing else can fix this.
@@ -313,51 +319,19 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 		return ctrl.Result{RequeueAfter: wait}, nil
 	}
 
-	token, err := r.mintToken(ctx, b, spec.Audience)
-	if apierrors.IsNotFound(err) {
-		r.setFailed(b, stsbindv1.ReasonServiceAccountNotFound,
-			fmt.Sprintf("ServiceAccount %s/%s not found; waiting for it to be created", b.Namespace, spec.ServiceAccountName), "MintToken")
-		// The ServiceAccount watch wakes the binding; the requeue is a safety net.
-		return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
-	}
-	if err != nil {
-		r.setRetrying(b, stillValid, held, stsbindv1.ReasonTokenRequestFailed, err.Error())
-		return ctrl.Result{}, fmt.Errorf("minting a token for ServiceAccount %s: %w", spec.ServiceAccountName, err)
-	}
-
-	accepted, err := r.Audiences.Check(ctx, spec.Audience, token, now)
-	if err != nil {
-		r.setRetrying(b, stillValid, held, stsbindv1.ReasonTokenReviewFailed, err.Error())
-		return ctrl.Result{}, err
-	}
-	if accepted {
-		r.setFailed(b, stsbindv1.ReasonAudienceAcceptedByAPIServer, audienceRefusal(provider), "Authorize")
-		return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
-	}
-
-	res, err := r.STS.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-		Provider:    stsProvider(provider, r.DefaultRegion),
-		RoleARN:     spec.RoleARN,
-		SessionName: spec.SessionName,
-		Token:       token,
-		Duration:    spec.session,
-		Policy:      spec.SessionPolicy,
-		PolicyARNs:  spec.PolicyARNs,
-	})
-	var limited *stsclient.RateLimitedError
-	if errors.As(err, &limited) {
-		// Nothing was sent; the token is dropped and a fresh one minted then.
-		log.V(1).Info("Waiting for the provider's STS rate limit", "provider", provider.Name, "wait", limited.RetryAfter)
-		return ctrl.Result{RequeueAfter: limited.RetryAfter}, nil
-	}
-	if err != nil {
-		fault := classifySTSError(err)
-		if fault.Kind == permanent {
-			r.setFailed(b, fault.Reason, "STS refused AssumeRoleWithWebIdentity: "+fault.Message, "AssumeRoleWithWebIdentity")
+	res, f := r.issue(ctx, b, provider, spec)
+	if f != nil {
+		switch f.retry {
+		case retryAfter:
+			// Nothing was sent; a fresh token is minted then.
+			log.V(1).Info("Waiting for the provider's STS rate limit", "provider", provider.Name, "wait", f.after)
+			return ctrl.Result{RequeueAfter: f.after}, nil
+		case retrySlow:
+			r.setFailed(b, f.reason, f.msg, f.action)
 			return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
 		}
-		r.setRetrying(b, stillValid, held, fault.Reason, "STS AssumeRoleWithWebIdentity failed, retrying: "+fault.Message)
-		return ctrl.Result{}, fmt.Errorf("STS AssumeRoleWithWebIdentity for role %s (%s): %s", spec.RoleARN, fault.Reason, fault.Message)
+		r.setRetrying(b, stillValid, held, f.reason, f.msg)
+		return ctrl.Result{}, f
 	}
 
 	issuedAt := now.Truncate(time.Second)
@@ -383,8 +357,8 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	if held != nil {
 		reason, note = "CredentialsRefreshed", "Refreshed credentials for %s ("+decision.Why+"), valid until %s"
 	}
-	r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, reason, "AssumeRoleWithWebIdentity", note,
-		spec.RoleARN, res.Credentials.Expiration.Format(time.RFC3339))
+	r.Recorder.Eventf(b, nil, corev1.EventTypeNormal, reason, "IssueCredentials", note,
+		cmp.Or(res.AssumedRoleARN, spec.RoleARN, "the provider's IAM user"), res.Credentials.Expiration.Format(time.RFC3339))
 	log.Info("Wrote IAMRoleBinding credentials", "why", decision.Why, "secret", b.Status.SecretName,
 		"expiration", res.Credentials.Expiration, "nextRefresh", next)
 
@@ -392,7 +366,30 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	b.Status.AssumedRoleARN = res.AssumedRoleARN
 	b.Status.Subject = res.Subject
 	r.setReady(b, res.Credentials.Expiration, next)
+	if decision.Why != dueRefresh || meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionIdentityVerified) == nil {
+		// Whose credentials these are changes only with the spec: a routine
+		// refresh costs one STS call, not two.
+		r.verifyIdentity(ctx, b, provider, res.Credentials)
+	}
 	return ctrl.Result{RequeueAfter: max(next.Sub(r.Clock.Now()), time.Second)}, nil
+}
+
+// verifyIdentity asks STS whose the new credentials are and records the
+// answer. STS-compatible servers without GetCallerIdentity (MinIO) leave the
+// identity unverified; that is no failure.
+func (r *IAMRoleBindingReconciler) verifyIdentity(ctx context.Context, b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, c credentials.Credentials) {
+	cond := metav1.Condition{Type: stsbindv1.ConditionIdentityVerified, ObservedGeneration: b.Generation}
+	arn, account, err := r.STS.CallerIdentity(ctx, stsProvider(p, r.DefaultRegion), c)
+	if err != nil {
+		cond.Status, cond.Reason = metav1.ConditionFalse, stsbindv1.ReasonIdentityNotVerified
+		cond.Message = "not verified: STS GetCallerIdentity did not answer (" + classifySTSError(err).Message + ")"
+		b.Status.Account, b.Status.CallerARN = "", ""
+	} else {
+		cond.Status, cond.Reason = metav1.ConditionTrue, stsbindv1.ReasonIdentityVerified
+		cond.Message = fmt.Sprintf("STS GetCallerIdentity: %s in account %s", arn, account)
+		b.Status.Account, b.Status.CallerARN = account, arn
+	}
+	meta.SetStatusCondition(&b.Status.Conditions, cond)
 }
 
 // admitBinding finds the binding's provider and applies its rules. A refusal
@@ -430,8 +427,17 @@ func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv
 		NamespaceLabels: ns.Labels,
 		ServiceAccount:  b.Spec.ServiceAccountName,
 		RoleARN:         b.Spec.RoleARN,
+		ChainedRoleARN:  chainedRoleARN(b),
+		HasPolicy:       b.Spec.SessionPolicy != "" || len(b.Spec.PolicyARNs) > 0,
 		Session:         session,
 	}), nil
+}
+
+func chainedRoleARN(b *stsbindv1.IAMRoleBinding) string {
+	if b.Spec.ChainedRole == nil {
+		return ""
+	}
+	return b.Spec.ChainedRole.RoleARN
 }
 
 func audienceRefusal(p *stsbindv1.ClusterSTSProvider) string {

@@ -1,6 +1,7 @@
 package controllers
 
 import (
+	"cmp"
 	"fmt"
 	"strings"
 	"time"
@@ -18,6 +19,8 @@ type permitInput struct {
 	NamespaceLabels map[string]string
 	ServiceAccount  string
 	RoleARN         string
+	ChainedRoleARN  string // "" without a chained role
+	HasPolicy       bool   // sessionPolicy or policyArns
 	Session         time.Duration
 }
 
@@ -40,10 +43,15 @@ func permit(in permitInput) *refusal {
 			fmt.Sprintf("ClusterSTSProvider %s does not serve namespace %s: its namespaceSelector %q does not match the namespace's labels",
 				p.Name, in.Namespace, sel.String())}
 	}
-	if !roleAllowed(p.Spec.AllowedRoleARNs, in.RoleARN, in.Namespace, in.ServiceAccount) {
-		return &refusal{stsbindv1.ReasonRoleNotAllowed,
-			fmt.Sprintf("ClusterSTSProvider %s does not allow role %s for ServiceAccount %s/%s; allowedRoleArns: %s",
-				p.Name, in.RoleARN, in.Namespace, in.ServiceAccount, joinPatterns(p.Spec.AllowedRoleARNs))}
+	if r := operationRefusal(p, in); r != nil {
+		return r
+	}
+	for _, role := range []string{in.RoleARN, in.ChainedRoleARN} {
+		if role != "" && !roleAllowed(p.Spec.AllowedRoleARNs, role, in.Namespace, in.ServiceAccount) {
+			return &refusal{stsbindv1.ReasonRoleNotAllowed,
+				fmt.Sprintf("ClusterSTSProvider %s does not allow role %s for ServiceAccount %s/%s; allowedRoleArns: %s",
+					p.Name, role, in.Namespace, in.ServiceAccount, joinPatterns(p.Spec.AllowedRoleARNs))}
+		}
 	}
 	lo, hi, err := p.Spec.SessionBounds()
 	if err != nil {
@@ -52,6 +60,32 @@ func permit(in permitInput) *refusal {
 	if in.Session < lo || in.Session > hi {
 		return &refusal{stsbindv1.ReasonSessionDurationNotAllowed,
 			fmt.Sprintf("sessionDuration %s is outside ClusterSTSProvider %s's bounds %s..%s", in.Session, p.Name, lo, hi)}
+	}
+	return nil
+}
+
+// operationRefusal checks what the provider's operation needs of a binding:
+// a role for the AssumeRole kinds, none for the two that take none, a policy
+// for a federated user (without one it may do nothing), and no chained role
+// after GetFederationToken (federated sessions cannot call AssumeRole).
+func operationRefusal(p *stsbindv1.ClusterSTSProvider, in permitInput) *refusal {
+	op := stsbindv1.KeysOperation("AssumeRoleWithWebIdentity")
+	if keys := accessKeysOf(p); keys != nil {
+		op = cmp.Or(keys.Operation, stsbindv1.OperationAssumeRole)
+	}
+	switch {
+	case in.RoleARN == "" && (op == "AssumeRoleWithWebIdentity" || op == stsbindv1.OperationAssumeRole):
+		return &refusal{stsbindv1.ReasonRoleRequired,
+			fmt.Sprintf("ClusterSTSProvider %s issues credentials with %s: spec.roleArn is required", p.Name, op)}
+	case in.RoleARN != "" && (op == stsbindv1.OperationGetFederationToken || op == stsbindv1.OperationGetSessionToken):
+		return &refusal{stsbindv1.ReasonInvalidSpec,
+			fmt.Sprintf("ClusterSTSProvider %s issues %s sessions of its IAM user, which take no role: remove spec.roleArn (a chainedRole may assume one)", p.Name, op)}
+	case op == stsbindv1.OperationGetFederationToken && !in.HasPolicy:
+		return &refusal{stsbindv1.ReasonInvalidSpec,
+			fmt.Sprintf("ClusterSTSProvider %s issues GetFederationToken sessions: set spec.sessionPolicy or spec.policyArns, all that the federated user may do", p.Name)}
+	case op == stsbindv1.OperationGetFederationToken && in.ChainedRoleARN != "":
+		return &refusal{stsbindv1.ReasonInvalidSpec,
+			fmt.Sprintf("ClusterSTSProvider %s issues GetFederationToken sessions, which cannot assume a chained role", p.Name)}
 	}
 	return nil
 }

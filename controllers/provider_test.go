@@ -62,13 +62,32 @@ func TestPermit(t *testing.T) {
 		return p
 	}
 	tenant := map[string]string{"stsbind.dev/tenant": "true", "kubernetes.io/metadata.name": "team-a"}
+	keys := func(op stsbindv1.KeysOperation) func(*stsbindv1.ClusterSTSProviderSpec) {
+		return func(s *stsbindv1.ClusterSTSProviderSpec) {
+			s.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{SecretName: "user", Operation: op}}
+		}
+	}
+	ownRole := "arn:aws:iam::123456789012:role/k8s/team-a/reader"
 	tests := map[string]struct {
 		provider   *stsbindv1.ClusterSTSProvider
 		labels     map[string]string
 		role       string
+		chained    string
+		policy     bool
 		session    time.Duration
 		wantReason string // empty: permitted
 	}{
+		"web identity needs a role":                   {provider: provider(nil), labels: tenant, wantReason: stsbindv1.ReasonRoleRequired},
+		"AssumeRole with keys needs a role":           {provider: provider(keys(stsbindv1.OperationAssumeRole)), labels: tenant, wantReason: stsbindv1.ReasonRoleRequired},
+		"AssumeRole with keys":                        {provider: provider(keys(stsbindv1.OperationAssumeRole)), labels: tenant, role: ownRole},
+		"GetSessionToken takes no role":               {provider: provider(keys(stsbindv1.OperationGetSessionToken)), labels: tenant, role: ownRole, wantReason: stsbindv1.ReasonInvalidSpec},
+		"GetSessionToken":                             {provider: provider(keys(stsbindv1.OperationGetSessionToken)), labels: tenant},
+		"GetSessionToken then a chained role":         {provider: provider(keys(stsbindv1.OperationGetSessionToken)), labels: tenant, chained: ownRole},
+		"GetFederationToken needs a policy":           {provider: provider(keys(stsbindv1.OperationGetFederationToken)), labels: tenant, wantReason: stsbindv1.ReasonInvalidSpec},
+		"GetFederationToken with a policy":            {provider: provider(keys(stsbindv1.OperationGetFederationToken)), labels: tenant, policy: true},
+		"GetFederationToken cannot chain":             {provider: provider(keys(stsbindv1.OperationGetFederationToken)), labels: tenant, policy: true, chained: ownRole, wantReason: stsbindv1.ReasonInvalidSpec},
+		"chained role outside the patterns":           {provider: provider(nil), labels: tenant, role: ownRole, chained: "arn:aws:iam::210987654321:role/anything", wantReason: stsbindv1.ReasonRoleNotAllowed},
+		"chained role inside the patterns":            {provider: provider(nil), labels: tenant, role: ownRole, chained: "arn:aws:iam::123456789012:role/team-a-app"},
 		"role under the namespace path":               {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-a/reader"},
 		"role named for namespace and ServiceAccount": {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/team-a-app"},
 		"another namespace's path":                    {provider: provider(nil), labels: tenant, role: "arn:aws:iam::123456789012:role/k8s/team-b/reader", wantReason: stsbindv1.ReasonRoleNotAllowed},
@@ -88,7 +107,8 @@ func TestPermit(t *testing.T) {
 			if session == 0 {
 				session = time.Hour
 			}
-			got := permit(permitInput{Provider: tc.provider, Namespace: "team-a", NamespaceLabels: tc.labels, ServiceAccount: "app", RoleARN: tc.role, Session: session})
+			got := permit(permitInput{Provider: tc.provider, Namespace: "team-a", NamespaceLabels: tc.labels, ServiceAccount: "app",
+				RoleARN: tc.role, ChainedRoleARN: tc.chained, HasPolicy: tc.policy, Session: session})
 			switch {
 			case tc.wantReason == "" && got != nil:
 				t.Errorf("refused (%s): %s", got.Reason, got.Message)

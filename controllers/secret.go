@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"strings"
 	"time"
 
@@ -35,10 +36,26 @@ type effectiveSpec struct {
 	Region      string `json:"region"`
 	STSRegion   string `json:"stsRegion"`
 	STSEndpoint string `json:"stsEndpoint"`
+	// Identity is the provider's: "webIdentity", or the keys' Secret and
+	// operation.
+	Identity string `json:"identity"`
+	// Tags are the automatic session tags (AssumeRole, GetFederationToken).
+	Tags        map[string]string `json:"tags,omitempty"`
+	ChainedRole *chainedSpec      `json:"chainedRole,omitempty"`
 
 	// Parsed durations; refreshBefore changes the schedule, not the credentials.
 	session       time.Duration
 	refreshBefore *time.Duration
+}
+
+// chainedSpec is the chained role with its tags: the automatic ones and the
+// binding's own.
+type chainedSpec struct {
+	RoleARN           string            `json:"roleArn"`
+	ExternalID        string            `json:"externalId,omitempty"`
+	Tags              map[string]string `json:"tags,omitempty"`
+	TransitiveTagKeys []string          `json:"transitiveTagKeys,omitempty"`
+	SourceIdentity    string            `json:"sourceIdentity,omitempty"`
 }
 
 // errInvalidSpec: a spec the API server let through but that cannot work.
@@ -49,7 +66,7 @@ func (e errInvalidSpec) Error() string { return e.msg }
 // effective applies the provider's settings and the controller's defaults to
 // the spec and checks what the API server cannot: that the session policy is
 // JSON.
-func effective(b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, defaultRegion string) (effectiveSpec, error) {
+func effective(b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, defaultRegion, clusterName string) (effectiveSpec, error) {
 	s := b.Spec
 	session, refreshBefore, err := s.Durations()
 	if err != nil {
@@ -76,6 +93,24 @@ func effective(b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, def
 	if e.SessionName == "" {
 		e.SessionName = defaultSessionName(b.Namespace, b.Name)
 	}
+	e.Identity = "webIdentity"
+	if keys := accessKeysOf(p); keys != nil {
+		e.Identity = "accessKeys/" + keys.SecretName + "/" + cmp.Or(string(keys.Operation), string(stsbindv1.OperationAssumeRole))
+	}
+	if p.Spec.AutomaticSessionTags != "Disabled" {
+		e.Tags = automaticTags(b, clusterName)
+	}
+	if c := s.ChainedRole; c != nil {
+		e.ChainedRole = &chainedSpec{RoleARN: c.RoleARN, ExternalID: c.ExternalID,
+			TransitiveTagKeys: c.TransitiveTagKeys, SourceIdentity: c.SourceIdentity}
+		if len(e.Tags)+len(c.SessionTags) > 0 {
+			e.ChainedRole.Tags = maps.Clone(e.Tags)
+			if e.ChainedRole.Tags == nil {
+				e.ChainedRole.Tags = map[string]string{}
+			}
+			maps.Copy(e.ChainedRole.Tags, c.SessionTags)
+		}
+	}
 	for _, p := range s.PolicyARNs {
 		e.PolicyARNs = append(e.PolicyARNs, string(p))
 	}
@@ -89,18 +124,43 @@ func (e effectiveSpec) hash() string {
 	return hex.EncodeToString(sum[:])
 }
 
+// automaticTags are the session tags of every AssumeRole and
+// GetFederationToken session, for attribute-based access control.
+func automaticTags(b *stsbindv1.IAMRoleBinding, clusterName string) map[string]string {
+	t := map[string]string{
+		"kubernetes-namespace":       b.Namespace,
+		"kubernetes-service-account": b.Spec.ServiceAccountName,
+		"stsbind-binding":            b.Name,
+	}
+	if clusterName != "" {
+		t["stsbind-cluster"] = clusterName
+	}
+	return t
+}
+
+// federatedName is GetFederationToken's Name: 2–32 characters of
+// [\w+=,.@-], "<namespace>.<name>" shortened with a hash like the session name.
+func federatedName(namespace, name string) string {
+	return shortName(namespace+"."+name, 32)
+}
+
 // defaultSessionName is "<namespace>.<name>", which is always 2–64 characters
 // of STS's [\w+=,.@-] once shortened: DNS names use only [a-z0-9.-]. Past 64
 // characters it keeps a prefix and a hash of the whole, so distinct bindings
 // keep distinct names in CloudTrail.
 func defaultSessionName(namespace, name string) string {
-	full := namespace + "." + name
-	if len(full) <= 64 {
+	return shortName(namespace+"."+name, 64)
+}
+
+// shortName keeps full when it fits in limit, else a prefix and a hash of
+// the whole, so distinct names stay distinct.
+func shortName(full string, limit int) string {
+	if len(full) <= limit {
 		return full
 	}
 	sum := sha256.Sum256([]byte(full))
 	suffix := "-" + hex.EncodeToString(sum[:])[:10]
-	return strings.TrimRight(full[:64-len(suffix)], ".-") + suffix
+	return strings.TrimRight(full[:limit-len(suffix)], ".-") + suffix
 }
 
 // heldFromSecret reads back what the controller wrote into a Secret of ours.

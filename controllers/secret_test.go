@@ -57,6 +57,13 @@ var providerChanges = map[string]func(*stsbindv1.ClusterSTSProvider){
 	"endpoint":          func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Endpoint = "https://sts.example" },
 	"region":            func(p *stsbindv1.ClusterSTSProvider) { p.Spec.Region = "eu-west-1" },
 	"name":              func(p *stsbindv1.ClusterSTSProvider) { p.Name = "other" },
+	"keys": func(p *stsbindv1.ClusterSTSProvider) {
+		p.Spec.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{SecretName: "user"}}
+	},
+	"keys operation": func(p *stsbindv1.ClusterSTSProvider) {
+		p.Spec.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{SecretName: "user", Operation: stsbindv1.OperationGetSessionToken}}
+	},
+	"tags off": func(p *stsbindv1.ClusterSTSProvider) { p.Spec.AutomaticSessionTags = "Disabled" },
 }
 
 func TestSpecHash(t *testing.T) {
@@ -75,7 +82,7 @@ func TestSpecHash(t *testing.T) {
 		if mp, ok := providerChanges[b.Annotations["provider-change"]]; ok {
 			mp(p)
 		}
-		e, err := effective(b, p, region)
+		e, err := effective(b, p, region, "")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -112,7 +119,21 @@ func TestSpecHash(t *testing.T) {
 		"policyArns": func(b *stsbindv1.IAMRoleBinding) {
 			b.Spec.PolicyARNs = []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/P"}
 		},
-		"region": func(b *stsbindv1.IAMRoleBinding) { b.Spec.Region = "eu-west-1" },
+		"region":            func(b *stsbindv1.IAMRoleBinding) { b.Spec.Region = "eu-west-1" },
+		"provider identity": func(b *stsbindv1.IAMRoleBinding) { b.Annotations = map[string]string{"provider-change": "keys"} },
+		"provider operation": func(b *stsbindv1.IAMRoleBinding) {
+			b.Annotations = map[string]string{"provider-change": "keys operation"}
+		},
+		"provider tags off": func(b *stsbindv1.IAMRoleBinding) { b.Annotations = map[string]string{"provider-change": "tags off"} },
+		"chained role": func(b *stsbindv1.IAMRoleBinding) {
+			b.Spec.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x"}
+		},
+		"chained externalId": func(b *stsbindv1.IAMRoleBinding) {
+			b.Spec.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x", ExternalID: "e1"}
+		},
+		"chained tag": func(b *stsbindv1.IAMRoleBinding) {
+			b.Spec.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x", SessionTags: map[string]string{"team": "a"}}
+		},
 	}
 	for name, mut := range differ {
 		if hash(mut, "us-east-1") == h0 {
@@ -130,7 +151,7 @@ func TestHeldFromCachedSecret(t *testing.T) {
 	t.Parallel()
 	b := &stsbindv1.IAMRoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "b"},
 		Spec: stsbindv1.IAMRoleBindingSpec{ServiceAccountName: "app", RoleARN: "arn:aws:iam::123456789012:role/r"}}
-	spec, err := effective(b, &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "aws"}}, "us-east-1")
+	spec, err := effective(b, &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "aws"}}, "us-east-1", "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,17 +3,20 @@ package stsclient
 // PermanentCodes are AWS error codes that repeat until someone changes IAM,
 // STS settings or the binding.
 var PermanentCodes = map[string]bool{
-	"AccessDenied":            true,
-	"InvalidIdentityToken":    true,
-	"IDPRejectedClaim":        true,
-	"MalformedPolicyDocument": true,
-	"PackedPolicyTooLarge":    true,
-	"RegionDisabledException": true,
-	"ValidationError":         true,
-	"InvalidParameterValue":   true, // MinIO: wrong audience, unknown role
-	"InvalidAction":           true,
-	"InvalidClientTokenId":    true,
-	"NotAuthorized":           true,
+	"AccessDenied":                true,
+	"InvalidIdentityToken":        true,
+	"IDPRejectedClaim":            true,
+	"MalformedPolicyDocument":     true,
+	"PackedPolicyTooLarge":        true,
+	"RegionDisabledException":     true,
+	"ValidationError":             true,
+	"InvalidParameterValue":       true, // MinIO: wrong audience, unknown role
+	"InvalidAction":               true,
+	"InvalidClientTokenId":        true,
+	"NotAuthorized":               true,
+	"SignatureDoesNotMatch":       true, // signed calls: a wrong secret key
+	"RegionDisabled":              true,
+	"InvalidParameterCombination": true,
 }
 
 // TransientCodes are AWS error codes worth retrying soon.
@@ -22,6 +25,7 @@ var PermanentCodes = map[string]bool{
 var TransientCodes = map[string]bool{
 	"IDPCommunicationError":   true,
 	"ExpiredTokenException":   true,
+	"ExpiredToken":            true, // signed calls: a chained call's first session ran out; issue again
 	"Throttling":              true,
 	"ThrottlingException":     true,
 	"RequestLimitExceeded":    true,

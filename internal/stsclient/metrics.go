@@ -11,11 +11,11 @@ import (
 var (
 	requests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "stsbind_sts_requests_total",
-		Help: "AssumeRoleWithWebIdentity calls, by result: success, a known AWS error code, other for any other code, or error when STS gave no answer.",
-	}, []string{"result"})
+		Help: "STS calls, by operation and result: success, a known AWS error code, other for any other code, or error when STS gave no answer.",
+	}, []string{"operation", "result"})
 	duration = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "stsbind_sts_request_duration_seconds",
-		Help:    "Duration of AssumeRoleWithWebIdentity calls, answered or not, after the rate limit.",
+		Help:    "Duration of STS calls that return credentials, answered or not, after the rate limit.",
 		Buckets: []float64{.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
 	})
 	rateLimitWait = prometheus.NewHistogram(prometheus.HistogramOpts{

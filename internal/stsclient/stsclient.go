@@ -1,5 +1,7 @@
-// Package stsclient exchanges ServiceAccount tokens for temporary AWS
-// credentials with STS AssumeRoleWithWebIdentity.
+// Package stsclient obtains temporary AWS credentials from STS: a
+// ServiceAccount token exchanged with AssumeRoleWithWebIdentity, or an IAM
+// user's keys used with AssumeRole, GetFederationToken or GetSessionToken,
+// optionally followed by a chained AssumeRole; and GetCallerIdentity.
 //
 // The clients are built with sts.New, not config.LoadDefaultConfig, so nothing
 // from the controller's own environment (AWS_* variables, profiles) leaks in.
@@ -20,7 +22,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/sts"
-	ststypes "github.com/aws/aws-sdk-go-v2/service/sts/types"
 	"golang.org/x/time/rate"
 
 	"github.com/stsbind/stsbind/internal/credentials"
@@ -37,15 +38,36 @@ type Provider struct {
 	Timeout  time.Duration
 }
 
-// Request is one AssumeRoleWithWebIdentity call.
+// Operation is an STS operation that returns credentials.
+type Operation string
+
+const (
+	AssumeRoleWithWebIdentity Operation = "AssumeRoleWithWebIdentity"
+	AssumeRole                Operation = "AssumeRole"
+	GetFederationToken        Operation = "GetFederationToken"
+	GetSessionToken           Operation = "GetSessionToken"
+)
+
+// Request is one call that returns credentials.
 type Request struct {
-	Provider    Provider
-	RoleARN     string
-	SessionName string
-	Token       string
+	Provider  Provider
+	Operation Operation // default AssumeRoleWithWebIdentity
+	// Token is the web identity token (AssumeRoleWithWebIdentity).
+	Token string
+	// Signer holds the credentials that sign every other operation.
+	Signer *credentials.Credentials
+
+	RoleARN     string // AssumeRole*
+	SessionName string // AssumeRole*; the federated user's name for GetFederationToken
 	Duration    time.Duration
-	Policy      string
-	PolicyARNs  []string
+	Policy      string   // not for GetSessionToken
+	PolicyARNs  []string // not for GetSessionToken
+	// Tags, TransitiveTagKeys, ExternalID and SourceIdentity: AssumeRole
+	// (Tags also for GetFederationToken).
+	Tags              map[string]string
+	TransitiveTagKeys []string
+	ExternalID        string
+	SourceIdentity    string
 }
 
 // Result is what STS returned.
@@ -140,57 +162,60 @@ func (e *RateLimitedError) Error() string {
 	return fmt.Sprintf("ClusterSTSProvider %s is at its STS rate limit; retrying in %s", e.Provider, e.RetryAfter.Round(time.Millisecond))
 }
 
-// AssumeRoleWithWebIdentity waits for the provider's rate limit, then
-// exchanges the token.
-func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Result, error) {
+// Issue waits for the provider's rate limit, then calls the operation.
+func (c *Client) Issue(ctx context.Context, req Request) (Result, error) {
+	if req.Operation == "" {
+		req.Operation = AssumeRoleWithWebIdentity
+	}
 	pc := c.client(req.Provider)
+	if err := c.wait(ctx, pc, req.Provider.Name); err != nil {
+		return Result{}, err
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, pc.cfg.Timeout)
+	defer cancel()
+	res, err := call(ctx, pc.sts, req)
+	duration.Observe(time.Since(start).Seconds())
+	requests.WithLabelValues(string(req.Operation), result(err)).Inc()
+	return res, err
+}
+
+// CallerIdentity asks STS whose credentials c are (GetCallerIdentity).
+func (c *Client) CallerIdentity(ctx context.Context, p Provider, creds credentials.Credentials) (arn, account string, err error) {
+	pc := c.client(p)
+	if err := c.wait(ctx, pc, p.Name); err != nil {
+		return "", "", err
+	}
+	ctx, cancel := context.WithTimeout(ctx, pc.cfg.Timeout)
+	defer cancel()
+	out, err := pc.sts.GetCallerIdentity(ctx, &sts.GetCallerIdentityInput{}, signedBy(&creds))
+	requests.WithLabelValues("GetCallerIdentity", result(err)).Inc()
+	if err != nil {
+		return "", "", err
+	}
+	return aws.ToString(out.Arn), aws.ToString(out.Account), nil
+}
+
+func (c *Client) wait(ctx context.Context, pc *providerClient, provider string) error {
 	waitStart := time.Now()
 	reservation := pc.limiter.Reserve()
 	if wait := reservation.Delay(); wait > MaxRateLimitWait {
 		reservation.Cancel()
-		return Result{}, &RateLimitedError{Provider: req.Provider.Name, RetryAfter: wait}
+		return &RateLimitedError{Provider: provider, RetryAfter: wait}
 	} else if wait > 0 {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
 			reservation.Cancel()
-			return Result{}, fmt.Errorf("waiting for the STS rate limit of ClusterSTSProvider %s: %w", req.Provider.Name, ctx.Err())
+			return fmt.Errorf("waiting for the STS rate limit of ClusterSTSProvider %s: %w", provider, ctx.Err())
 		}
 	}
-	start := time.Now()
-	rateLimitWait.Observe(start.Sub(waitStart).Seconds())
-	ctx, cancel := context.WithTimeout(ctx, pc.cfg.Timeout)
-	defer cancel()
+	rateLimitWait.Observe(time.Since(waitStart).Seconds())
+	return nil
+}
 
-	in := &sts.AssumeRoleWithWebIdentityInput{
-		RoleArn:          aws.String(req.RoleARN),
-		RoleSessionName:  aws.String(req.SessionName),
-		WebIdentityToken: aws.String(req.Token),
-		DurationSeconds:  aws.Int32(int32(req.Duration / time.Second)),
-	}
-	if req.Policy != "" {
-		in.Policy = aws.String(req.Policy)
-	}
-	for _, arn := range req.PolicyARNs {
-		in.PolicyArns = append(in.PolicyArns, ststypes.PolicyDescriptorType{Arn: aws.String(arn)})
-	}
-	out, err := pc.sts.AssumeRoleWithWebIdentity(ctx, in)
-	duration.Observe(time.Since(start).Seconds())
-	requests.WithLabelValues(result(err)).Inc()
-	if err != nil {
-		return Result{}, err
-	}
-	if out.Credentials == nil || out.Credentials.Expiration == nil {
-		return Result{}, fmt.Errorf("STS answered without credentials")
-	}
-	res := Result{Credentials: credentials.Credentials{
-		AccessKeyID:     aws.ToString(out.Credentials.AccessKeyId),
-		SecretAccessKey: aws.ToString(out.Credentials.SecretAccessKey),
-		SessionToken:    aws.ToString(out.Credentials.SessionToken),
-		Expiration:      out.Credentials.Expiration.UTC(),
-	}, Subject: aws.ToString(out.SubjectFromWebIdentityToken)}
-	if out.AssumedRoleUser != nil {
-		res.AssumedRoleARN = aws.ToString(out.AssumedRoleUser.Arn)
-	}
-	return res, nil
+// AssumeRoleWithWebIdentity is Issue for a web identity token.
+func (c *Client) AssumeRoleWithWebIdentity(ctx context.Context, req Request) (Result, error) {
+	req.Operation = AssumeRoleWithWebIdentity
+	return c.Issue(ctx, req)
 }
