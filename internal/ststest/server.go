@@ -1,23 +1,31 @@
 // Package ststest is an in-process STS for tests. It speaks the STS query
 // protocol (form POST in, XML out, AWS error documents), so the real
-// aws-sdk-go-v2 code path runs against it, and it can inject any AWS error
-// code, latency and credential lifetime, per role ARN.
+// aws-sdk-go-v2 code path runs against it. AssumeRoleWithWebIdentity is
+// unsigned; AssumeRole, GetFederationToken, GetSessionToken and
+// GetCallerIdentity verify SigV4 against the IAM user keys added with AddUser
+// and the temporary credentials the server issued itself. Any AWS error code,
+// latency and credential lifetime can be injected per role ARN or operation.
 package ststest
 
 import (
-	"crypto/rand"
-	"encoding/base64"
-	"encoding/hex"
-	"encoding/json"
-	"encoding/xml"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
+	"net/url"
 	"sync"
 	"time"
+)
+
+// Operation names, as in the Action parameter. SetFault and SetLifetime take
+// them as keys.
+const (
+	OpAssumeRoleWithWebIdentity = "AssumeRoleWithWebIdentity"
+	OpAssumeRole                = "AssumeRole"
+	OpGetFederationToken        = "GetFederationToken"
+	OpGetSessionToken           = "GetSessionToken"
+	OpGetCallerIdentity         = "GetCallerIdentity"
 )
 
 // Fault is an AWS error answer.
@@ -29,16 +37,29 @@ type Fault struct {
 	Times int
 }
 
-// Call is one AssumeRoleWithWebIdentity request as the server received it.
+// Call is one STS request as the server received it.
 type Call struct {
-	RoleARN         string
-	SessionName     string
-	Token           string
-	DurationSeconds int
-	Policy          string
-	PolicyARNs      []string
+	Operation         string // the Action, e.g. OpAssumeRole
+	RoleARN           string // AssumeRole, AssumeRoleWithWebIdentity
+	SessionName       string // RoleSessionName
+	Token             string // WebIdentityToken
+	DurationSeconds   int
+	Policy            string
+	PolicyARNs        []string
+	ExternalID        string
+	Tags              map[string]string // session tags as sent
+	TransitiveTagKeys []string
+	SourceIdentity    string
+	FederatedName     string // GetFederationToken's Name
+	// CallerAccessKeyID is the access key that signed the call (empty for
+	// AssumeRoleWithWebIdentity, or without an Authorization header);
+	// CallerARN is the identity the signature proved, empty when it did not.
+	CallerAccessKeyID string
+	CallerARN         string
+	Region            string // of the signature's credential scope
 	// Answered is the access key id returned, empty when a fault was returned.
 	Answered string
+	Error    string // the AWS error code returned, empty on success
 	Time     time.Time
 }
 
@@ -46,6 +67,11 @@ type Call struct {
 type Issued struct {
 	AccessKeyID, SecretAccessKey, SessionToken string
 	Expiration                                 time.Time
+	Operation                                  string
+	// ARN is the session's identity, as GetCallerIdentity reports it.
+	ARN string
+	// Tags are the session's tags: those passed plus inherited transitive ones.
+	Tags map[string]string
 }
 
 // Server is the fake STS.
@@ -55,8 +81,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	latency  time.Duration
-	lifetime map[string]time.Duration // by role ARN; "" for all
-	faults   map[string]*Fault        // by role ARN; "" for all
+	lifetime map[string]time.Duration // by role ARN or operation; "" for all
+	faults   map[string]*Fault        // by role ARN or operation; "" for all
+	keys     map[string]*accessKey    // every key the server trusts, by id
 	calls    []Call
 	issued   []Issued
 	seq      int
@@ -64,7 +91,7 @@ type Server struct {
 
 // NewServer starts a server on 127.0.0.1.
 func NewServer() *Server {
-	s := &Server{lifetime: map[string]time.Duration{}, faults: map[string]*Fault{}}
+	s := &Server{lifetime: map[string]time.Duration{}, faults: map[string]*Fault{}, keys: map[string]*accessKey{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -79,6 +106,27 @@ func NewServer() *Server {
 // Close stops the server.
 func (s *Server) Close() { s.srv.Close() }
 
+// AddUser trusts an IAM user's long-term access key; the user's ARN is
+// arn:aws:iam::<account>:user/<name>. A user may have several keys.
+func (s *Server) AddUser(name, accessKeyID, secretAccessKey, account string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys[accessKeyID] = &accessKey{secret: secretAccessKey, who: identity{
+		kind:    kindUser,
+		arn:     fmt.Sprintf("arn:aws:iam::%s:user/%s", account, name),
+		userID:  uniqueID("AIDA", account+"/"+name),
+		account: account,
+	}}
+}
+
+// DeleteAccessKey stops trusting a key, as after a rotation; its calls then
+// get InvalidClientTokenId. It works for issued credentials too.
+func (s *Server) DeleteAccessKey(accessKeyID string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.keys, accessKeyID)
+}
+
 // SetLatency delays every answer.
 func (s *Server) SetLatency(d time.Duration) {
 	s.mu.Lock()
@@ -86,24 +134,28 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.latency = d
 }
 
-// SetLifetime makes credentials for roleARN ("" for every role) expire d after
-// they are issued, whatever duration was requested. Tests use seconds.
-func (s *Server) SetLifetime(roleARN string, d time.Duration) {
+// SetLifetime makes credentials expire d after they are issued, whatever
+// duration was requested, for key: a role ARN, else an operation name (e.g.
+// OpGetSessionToken), else "" for every call. The most specific key set wins;
+// a zero d there means "as requested". Tests use seconds.
+func (s *Server) SetLifetime(key string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.lifetime[roleARN] = d
+	s.lifetime[key] = d
 }
 
-// SetFault answers calls for roleARN ("" for every role) with f; nil clears it.
-func (s *Server) SetFault(roleARN string, f *Fault) {
+// SetFault answers calls with f, keyed like SetLifetime: a role ARN (both
+// AssumeRole operations), an operation name, or "" for every call; nil
+// clears it. Faults come after authentication, before validation.
+func (s *Server) SetFault(key string, f *Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if f == nil {
-		delete(s.faults, roleARN)
+		delete(s.faults, key)
 		return
 	}
 	c := *f
-	s.faults[roleARN] = &c
+	s.faults[key] = &c
 }
 
 // Calls returns the calls made for roleARN ("" for all).
@@ -113,6 +165,17 @@ func (s *Server) Calls(roleARN string) []Call {
 	var out []Call
 	for _, c := range s.calls {
 		if roleARN == "" || c.RoleARN == roleARN {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// OperationCalls returns the calls of one operation, e.g. OpGetCallerIdentity.
+func (s *Server) OperationCalls(op string) []Call {
+	var out []Call
+	for _, c := range s.Calls("") {
+		if c.Operation == op {
 			out = append(out, c)
 		}
 	}
@@ -142,116 +205,98 @@ func (s *Server) Issued() []Issued {
 	return append([]Issued(nil), s.issued...)
 }
 
+// operation answers one authenticated call: the result element and, when it
+// returns credentials, the identity they carry and the seconds they last
+// unless SetLifetime says otherwise.
+type operation func(s *Server, rq *request, caller identity) (result any, session *identity, seconds int, f *Fault)
+
+var operations = map[string]operation{
+	OpAssumeRoleWithWebIdentity: (*Server).assumeRoleWithWebIdentity,
+	OpAssumeRole:                (*Server).assumeRole,
+	OpGetFederationToken:        (*Server).getFederationToken,
+	OpGetSessionToken:           (*Server).getSessionToken,
+	OpGetCallerIdentity:         (*Server).getCallerIdentity,
+}
+
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	if err := r.ParseForm(); err != nil || r.Method != http.MethodPost {
+	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+	form, perr := url.ParseQuery(string(body))
+	if err != nil || perr != nil || r.Method != http.MethodPost {
 		writeError(w, &Fault{Code: "InvalidAction", Message: "expected a form POST"})
 		return
 	}
-	if a := r.PostForm.Get("Action"); a != "AssumeRoleWithWebIdentity" {
-		writeError(w, &Fault{Code: "InvalidAction", Message: fmt.Sprintf("action %q is not supported by ststest", a)})
+	op, known := operations[form.Get("Action")]
+	if !known {
+		writeError(w, &Fault{Code: "InvalidAction", Message: fmt.Sprintf("action %q is not supported by ststest", form.Get("Action"))})
 		return
 	}
-	call := Call{
-		RoleARN:     r.PostForm.Get("RoleArn"),
-		SessionName: r.PostForm.Get("RoleSessionName"),
-		Token:       r.PostForm.Get("WebIdentityToken"),
-		Policy:      r.PostForm.Get("Policy"),
-		Time:        time.Now(),
-	}
-	call.DurationSeconds, _ = strconv.Atoi(r.PostForm.Get("DurationSeconds"))
-	for i := 1; ; i++ {
-		arn := r.PostForm.Get(fmt.Sprintf("PolicyArns.member.%d.arn", i))
-		if arn == "" {
-			break
-		}
-		call.PolicyARNs = append(call.PolicyARNs, arn)
-	}
+	rq := parseCall(form)
 
 	s.mu.Lock()
 	latency := s.latency
-	fault := s.takeFault(call.RoleARN)
-	lifetime, ok := s.lifetime[call.RoleARN]
-	if !ok {
-		lifetime = s.lifetime[""]
-	}
 	s.mu.Unlock()
-
 	if latency > 0 {
 		time.Sleep(latency)
 	}
-	claims := tokenClaims(call.Token)
-	switch {
-	case fault != nil:
-	case call.Token == "":
-		fault = &Fault{Code: "InvalidIdentityToken", Message: "no web identity token"}
-	case call.RoleARN == "" || call.SessionName == "":
-		fault = &Fault{Code: "ValidationError", Message: "RoleArn and RoleSessionName are required"}
+
+	var caller identity
+	var fault *Fault
+	if rq.Operation != OpAssumeRoleWithWebIdentity { // unsigned, as at AWS
+		caller, fault = s.authenticate(r, body, &rq.Call, time.Now())
+		rq.CallerARN = caller.arn
+	}
+	if fault == nil {
+		s.mu.Lock()
+		fault = s.takeFault(rq.RoleARN, rq.Operation)
+		s.mu.Unlock()
+	}
+	var result any
+	var session *identity
+	var seconds int
+	if fault == nil {
+		result, session, seconds, fault = op(s, &rq, caller)
 	}
 	if fault != nil {
-		s.record(call, Issued{})
+		rq.Error = fault.Code
+		s.record(rq.Call, Issued{})
 		writeError(w, fault)
 		return
 	}
-
-	if lifetime == 0 {
-		lifetime = time.Duration(call.DurationSeconds) * time.Second
+	var iss Issued
+	if session != nil {
+		iss = s.issue(&rq.Call, *session, seconds)
+		setCredentials(result, iss)
+		rq.Answered = iss.AccessKeyID
 	}
-	if lifetime == 0 {
-		lifetime = time.Hour
-	}
-	s.mu.Lock()
-	s.seq++
-	seq := s.seq
-	s.mu.Unlock()
-	iss := Issued{
-		AccessKeyID:     fmt.Sprintf("ASIA%016X", seq),
-		SecretAccessKey: randomString(30),
-		SessionToken:    "FwoG" + randomString(120),
-		// STS reports whole seconds; round up so a one-second lifetime is not zero.
-		Expiration: time.Now().Add(lifetime).Truncate(time.Second).Add(time.Second).UTC(),
-	}
-	call.Answered = iss.AccessKeyID
-	s.record(call, iss)
-
-	roleName := call.RoleARN[strings.LastIndex(call.RoleARN, "/")+1:]
-	account := "123456789012"
-	if parts := strings.Split(call.RoleARN, ":"); len(parts) > 4 && parts[4] != "" {
-		account = parts[4]
-	}
-	resp := assumeResponse{Xmlns: "https://sts.amazonaws.com/doc/2011-06-15/"}
-	res := &resp.Result
-	res.Subject = claims.Sub
-	res.Audience = claims.Aud
-	res.Provider = claims.Iss
-	res.AssumedRoleUser.Arn = fmt.Sprintf("arn:aws:sts::%s:assumed-role/%s/%s", account, roleName, call.SessionName)
-	res.AssumedRoleUser.AssumedRoleID = fmt.Sprintf("AROA%012d:%s", seq, call.SessionName)
-	res.Credentials.AccessKeyID = iss.AccessKeyID
-	res.Credentials.SecretAccessKey = iss.SecretAccessKey
-	res.Credentials.SessionToken = iss.SessionToken
-	res.Credentials.Expiration = iss.Expiration.Format(time.RFC3339)
-	resp.RequestID = fmt.Sprintf("req-%d", seq)
-	w.Header().Set("Content-Type", "text/xml")
-	_ = xml.NewEncoder(w).Encode(resp)
+	s.record(rq.Call, iss)
+	writeResult(w, rq.Operation, result)
 }
 
-func (s *Server) takeFault(role string) *Fault {
-	key := role
-	f, ok := s.faults[key]
-	if !ok {
-		key = ""
-		f = s.faults[key]
-	}
-	if f == nil {
-		return nil
-	}
-	out := *f
-	if f.Times > 0 {
-		f.Times--
-		if f.Times == 0 {
-			delete(s.faults, key)
+// takeFault returns the fault for the most specific key set; s.mu is held.
+func (s *Server) takeFault(role, op string) *Fault {
+	for _, key := range lookupKeys(role, op) {
+		f, ok := s.faults[key]
+		if !ok {
+			continue
 		}
+		out := *f
+		if f.Times > 0 {
+			f.Times--
+			if f.Times == 0 {
+				delete(s.faults, key)
+			}
+		}
+		return &out
 	}
-	return &out
+	return nil
+}
+
+// lookupKeys lists the SetFault/SetLifetime keys for a call, most specific first.
+func lookupKeys(role, op string) []string {
+	if role != "" {
+		return []string{role, op, ""}
+	}
+	return []string{op, ""}
 }
 
 func (s *Server) record(c Call, iss Issued) {
@@ -261,100 +306,4 @@ func (s *Server) record(c Call, iss Issued) {
 	if iss.AccessKeyID != "" {
 		s.issued = append(s.issued, iss)
 	}
-}
-
-type claims struct {
-	Iss string `json:"iss"`
-	Sub string `json:"sub"`
-	Aud string `json:"-"`
-}
-
-// tokenClaims reads iss, sub and aud from a JWT without verifying it: the
-// fake's job is the protocol, MinIO's tests verify real tokens.
-func tokenClaims(token string) claims {
-	parts := strings.Split(token, ".")
-	if len(parts) != 3 {
-		return claims{}
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return claims{}
-	}
-	var raw struct {
-		claims
-		Aud json.RawMessage `json:"aud"`
-	}
-	if json.Unmarshal(payload, &raw) != nil {
-		return claims{}
-	}
-	c := raw.claims
-	var one string
-	var many []string
-	if json.Unmarshal(raw.Aud, &one) == nil {
-		c.Aud = one
-	} else if json.Unmarshal(raw.Aud, &many) == nil {
-		c.Aud = strings.Join(many, ",")
-	}
-	return c
-}
-
-// Audience returns the aud claim of a token (comma-joined when several).
-func Audience(token string) string { return tokenClaims(token).Aud }
-
-type assumeResponse struct {
-	XMLName xml.Name `xml:"AssumeRoleWithWebIdentityResponse"`
-	Xmlns   string   `xml:"xmlns,attr"`
-	Result  struct {
-		Subject         string `xml:"SubjectFromWebIdentityToken"`
-		Audience        string `xml:"Audience"`
-		AssumedRoleUser struct {
-			Arn           string `xml:"Arn"`
-			AssumedRoleID string `xml:"AssumedRoleId"`
-		} `xml:"AssumedRoleUser"`
-		Credentials struct {
-			AccessKeyID     string `xml:"AccessKeyId"`
-			SecretAccessKey string `xml:"SecretAccessKey"`
-			SessionToken    string `xml:"SessionToken"`
-			Expiration      string `xml:"Expiration"`
-		} `xml:"Credentials"`
-		Provider string `xml:"Provider"`
-	} `xml:"AssumeRoleWithWebIdentityResult"`
-	RequestID string `xml:"ResponseMetadata>RequestId"`
-}
-
-type errorResponse struct {
-	XMLName xml.Name `xml:"ErrorResponse"`
-	Xmlns   string   `xml:"xmlns,attr"`
-	Error   struct {
-		Type    string `xml:"Type"`
-		Code    string `xml:"Code"`
-		Message string `xml:"Message"`
-	} `xml:"Error"`
-	RequestID string `xml:"RequestId"`
-}
-
-func writeError(w http.ResponseWriter, f *Fault) {
-	status := f.Status
-	if status == 0 {
-		status = http.StatusBadRequest
-	}
-	var e errorResponse
-	e.Xmlns = "https://sts.amazonaws.com/doc/2011-06-15/"
-	e.Error.Type = "Sender"
-	if status >= 500 {
-		e.Error.Type = "Receiver"
-	}
-	e.Error.Code = f.Code
-	e.Error.Message = f.Message
-	e.RequestID = "req-error"
-	w.Header().Set("Content-Type", "text/xml")
-	w.WriteHeader(status)
-	_ = xml.NewEncoder(w).Encode(e)
-}
-
-func randomString(n int) string {
-	b := make([]byte, n)
-	_, _ = rand.Read(b)
-	s := base64.RawStdEncoding.EncodeToString(b) + hex.EncodeToString(b)
-	return s[:n]
 }
