@@ -245,7 +245,15 @@ func (r *IAMRoleBindingReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	orig := b.DeepCopy()
 	result, err := r.reconcileBinding(ctx, &b)
 	if !equality.Semantic.DeepEqual(orig.Status, b.Status) {
-		if perr := r.Client.Status().Patch(ctx, &b, client.MergeFrom(orig)); perr != nil && !apierrors.IsNotFound(perr) {
+		// The lock makes a reconcile that read a stale binding from the cache
+		// fail instead of replacing the conditions list (a merge patch
+		// replaces lists whole) with what it saw; it runs again on fresh data.
+		perr := r.Client.Status().Patch(ctx, &b, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		switch {
+		case apierrors.IsConflict(perr):
+			logf.FromContext(ctx).V(1).Info("IAMRoleBinding changed while reconciling; again on fresh data")
+			return ctrl.Result{RequeueAfter: time.Second}, nil
+		case perr != nil && !apierrors.IsNotFound(perr):
 			return ctrl.Result{}, errors.Join(err, fmt.Errorf("writing status: %w", perr))
 		}
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/stsbind/stsbind/internal/podview"
 	"github.com/stsbind/stsbind/internal/stsclient"
 	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/moto"
 	"github.com/stsbind/stsbind/webhook"
 )
 
@@ -51,6 +52,7 @@ var (
 	env      *testenv.Env
 	k8s      client.Client
 	minio    *miniotest.Server
+	motoSTS  *moto.Server
 	s3client string // the built e2e/s3client program
 	credsrv  string // the built Endpoint-mode sidecar
 	logs     = &testenv.SyncBuffer{}
@@ -95,6 +97,15 @@ func run(m *testing.M) (int, error) {
 	if err := createProviders(ctx); err != nil {
 		return 0, err
 	}
+	t0 = time.Now()
+	if motoSTS, err = moto.Start(ctx); err != nil {
+		return 0, err
+	}
+	defer motoSTS.Stop()
+	if err := createProviderKeys(ctx); err != nil {
+		return 0, err
+	}
+	fmt.Printf("e2e: moto_server answering in %s at %s\n", time.Since(t0).Round(time.Millisecond), motoSTS.Endpoint)
 
 	bin, err := os.MkdirTemp("", "stsbind-e2e-bin-")
 	if err != nil {
@@ -151,8 +162,10 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 		APIReader:       mgr.GetAPIReader(),
 		Recorder:        mgr.GetEventRecorder("stsbind"),
 		STS:             stsclient.New(stsclient.Options{}),
-		DefaultProvider: minioProvider,
-		DefaultRegion:   region,
+		DefaultProvider:   minioProvider,
+		DefaultRegion:     region,
+		OperatorNamespace: operatorNamespace,
+		ClusterName:       "e2e",
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
