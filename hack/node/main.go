@@ -45,7 +45,7 @@ func run(args []string) error {
 	if err := node.Preflight(); err != nil {
 		return err
 	}
-	tmp, err := os.MkdirTemp("", "stsbind-node-images-")
+	tmp, err := os.MkdirTemp("", "stsbind-images-")
 	if err != nil {
 		return err
 	}

@@ -150,3 +150,14 @@ func (n *Node) waitNodeReady(ctx context.Context, timeout time.Duration) error {
 		return false, fmt.Errorf("no Ready condition yet")
 	})
 }
+
+// waitDefaultServiceAccount waits for the controller manager to create the
+// default ServiceAccount: until then the ServiceAccount admission plugin
+// refuses pods that do not name another.
+func (n *Node) waitDefaultServiceAccount(ctx context.Context, timeout time.Duration) error {
+	return poll("ServiceAccount default/default", timeout, 100*time.Millisecond, func() (bool, error) {
+		var sa corev1.ServiceAccount
+		err := n.Client.Get(ctx, client.ObjectKey{Namespace: "default", Name: "default"}, &sa)
+		return err == nil, err
+	})
+}

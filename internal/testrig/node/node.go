@@ -181,6 +181,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if err := n.waitNodeReady(ctx, opts.ReadyTimeout); err != nil {
 		return n, err
 	}
+	if err := n.waitDefaultServiceAccount(ctx, opts.ReadyTimeout); err != nil {
+		return n, err
+	}
 	stage("node " + opts.NodeName + " Ready")
 	return n, nil
 }

@@ -1,0 +1,98 @@
+package node_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/stsbind/stsbind/internal/testrig/node"
+)
+
+// machine is what a node may change on this machine.
+type machine struct {
+	Links, IPTables, IPForward, Mounts, Cgroups string
+	Current                                     bool
+}
+
+func snapshot(t *testing.T) machine {
+	t.Helper()
+	out := func(name string, args ...string) string {
+		b, err := exec.Command(name, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, b)
+		}
+		return string(b)
+	}
+	var m machine
+	for _, l := range strings.Split(out("ip", "-o", "link"), "\n") {
+		if f := strings.Fields(l); len(f) > 1 {
+			m.Links += f[1] + " "
+		}
+	}
+	for _, bin := range []string{"iptables", "ip6tables"} {
+		for _, table := range []string{"filter", "nat", "mangle"} {
+			m.IPTables += out(bin, "-w", "-t", table, "-S") // -S: no counters
+		}
+	}
+	raw, _ := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	m.IPForward = string(raw)
+	raw, _ = os.ReadFile("/proc/self/mountinfo")
+	for _, l := range strings.Split(string(raw), "\n") {
+		if strings.Contains(l, "stsbind-node-") {
+			m.Mounts += l + "\n"
+		}
+	}
+	cg, _ := filepath.Glob("/sys/fs/cgroup/*/kubepods")
+	m.Cgroups = strings.Join(cg, " ")
+	_, err := os.Stat("/run/stsbind-node/current")
+	m.Current = err == nil
+	return m
+}
+
+// TestStopLeavesNothing: a Start that fails after the bridge, control plane
+// and containerd are up, and a full Start and Stop, both leave the machine
+// as it was: links, iptables, ip_forward, mounts, pod cgroups.
+func TestStopLeavesNothing(t *testing.T) {
+	if err := node.Preflight(); err != nil {
+		t.Fatal(err) // never a skip: CI runs as root
+	}
+	before := snapshot(t)
+
+	bogus := filepath.Join(t.TempDir(), "not-an-image.tar")
+	if err := os.WriteFile(bogus, []byte("not a tar"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log strings.Builder
+	if n, err := node.Start(context.Background(), node.Options{Images: []string{bogus}, Log: &log}); err == nil {
+		_ = n.Stop()
+		t.Fatal("Start imported a file that is no image")
+	} else if !strings.Contains(err.Error(), "not-an-image.tar") {
+		t.Errorf("Start failed elsewhere than at the import: %v\n%s", err, log.String())
+	}
+	if diff := cmp.Diff(before, snapshot(t)); diff != "" {
+		t.Errorf("after a failed Start (-before +after):\n%s", diff)
+	}
+
+	n, err := node.Start(context.Background(), node.Options{Log: &log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	t.Log(n.Describe())
+	if snapshot(t) == before {
+		t.Error("a running node changed nothing on the machine: the snapshot sees nothing")
+	}
+	if err := n.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Stop(); err != nil {
+		t.Errorf("second Stop: %v", err)
+	}
+	if diff := cmp.Diff(before, snapshot(t)); diff != "" {
+		t.Errorf("after Stop (-before +after):\n%s", diff)
+	}
+}
