@@ -3,6 +3,7 @@ package ststest
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -171,7 +172,7 @@ func (s *Server) issue(c *Call, who identity, seconds int) Issued {
 		Expiration: time.Now().Add(lifetime).Truncate(time.Second).Add(time.Second).UTC(),
 		Operation:  c.Operation,
 		ARN:        who.arn,
-		Tags:       who.tags,
+		Tags:       maps.Clone(who.tags),
 	}
 	s.keys[iss.AccessKeyID] = &accessKey{secret: iss.SecretAccessKey, token: iss.SessionToken, expires: iss.Expiration, who: who}
 	return iss

@@ -57,7 +57,8 @@ type Call struct {
 	CallerAccessKeyID string
 	CallerARN         string
 	Region            string // of the signature's credential scope
-	// Answered is the access key id returned, empty when a fault was returned.
+	// Answered is the access key id of the credentials returned; empty when
+	// none were (a fault, GetCallerIdentity).
 	Answered string
 	Error    string // the AWS error code returned, empty on success
 	Time     time.Time
