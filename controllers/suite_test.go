@@ -418,7 +418,7 @@ func checkNoCredentialMaterial() error {
 			return err
 		}
 	}
-	for _, want := range []string{`stsbind_sts_requests_total{result="success"}`} {
+	for _, want := range []string{`stsbind_sts_requests_total{operation="AssumeRoleWithWebIdentity",result="success"}`} {
 		if !strings.Contains(scrape.String(), want) {
 			return fmt.Errorf("the metrics lack %s: the scrape would prove nothing", want)
 		}
