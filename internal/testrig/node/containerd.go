@@ -102,7 +102,11 @@ func (n *Node) startContainerd() error {
 	if err := writeFiles(dir, map[string][]byte{"config.toml": raw}); err != nil {
 		return err
 	}
-	cni, err := n.Network.CNIConfig(filepath.Join(n.Dir, "cni", "ipam"))
+	var routes []string
+	if n.opts.Services {
+		routes = append(routes, ServiceCIDR)
+	}
+	cni, err := n.Network.CNIConfig(filepath.Join(n.Dir, "cni", "ipam"), routes...)
 	if err != nil {
 		return err
 	}

@@ -51,8 +51,13 @@ func (n Network) GatewayCIDR() string {
 }
 
 // CNIConfig is the conflist containerd hands to the CNI plugins: bridge and
-// host-local, gateway on the bridge, no masquerade, no routes.
-func (n Network) CNIConfig(ipamDir string) ([]byte, error) {
+// host-local, gateway on the bridge, no masquerade, no default route; only
+// the given ranges (the Service range) are routed, through the host.
+func (n Network) CNIConfig(ipamDir string, routes ...string) ([]byte, error) {
+	rs := []any{}
+	for _, r := range routes {
+		rs = append(rs, map[string]any{"dst": r})
+	}
 	return json.MarshalIndent(map[string]any{
 		"cniVersion": "1.0.0",
 		"name":       "stsbind-node",
@@ -66,7 +71,7 @@ func (n Network) CNIConfig(ipamDir string) ([]byte, error) {
 				"type":    "host-local",
 				"dataDir": ipamDir,
 				"ranges":  []any{[]any{map[string]any{"subnet": n.Subnet.String(), "gateway": n.Gateway.String()}}},
-				"routes":  []any{},
+				"routes":  rs,
 			},
 		}},
 	}, "", "  ")

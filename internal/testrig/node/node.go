@@ -47,6 +47,10 @@ type Options struct {
 	SandboxImage string
 	// CNIBinDir holds the CNI plugins; default /usr/lib/cni (Debian).
 	CNIBinDir string
+	// Services runs kube-proxy and routes the Service range into pods, so
+	// that in-cluster clients reach the API server through the `kubernetes`
+	// Service and the API server reaches webhooks behind Services.
+	Services bool
 	// KubeletSyncFrequency: zero keeps kubelet's default (1m), which decides
 	// how soon a changed Secret reaches a running pod.
 	KubeletSyncFrequency time.Duration
@@ -178,6 +182,11 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	if err := n.startKubelet(); err != nil {
 		return n, err
 	}
+	if opts.Services {
+		if err := n.startProxy(); err != nil {
+			return n, err
+		}
+	}
 	if err := n.waitNodeReady(ctx, opts.ReadyTimeout); err != nil {
 		return n, err
 	}
@@ -240,7 +249,7 @@ func (n *Node) Stop() error {
 	}
 	var errs []error
 	// kubelet first, so that nothing restarts the containers killed next.
-	for _, name := range []string{"kubelet", "kube-scheduler", "kube-controller-manager"} {
+	for _, name := range []string{"kubelet", "kube-proxy", "kube-scheduler", "kube-controller-manager"} {
 		n.procs[name].stop(10 * time.Second)
 	}
 	if n.Dir != "" {

@@ -2,16 +2,40 @@ package node_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/stsbind/stsbind/internal/testrig/node"
 )
+
+func readyzViaService(n *node.Node) error {
+	roots := x509.NewCertPool()
+	roots.AddCert(n.CA.Cert)
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}}}
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		resp, err := c.Get("https://10.96.0.1/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			err = fmt.Errorf("%s", resp.Status)
+		}
+		last = err
+	}
+	return last
+}
 
 // machine is what a node may change on this machine.
 type machine struct {
@@ -78,11 +102,16 @@ func TestStopLeavesNothing(t *testing.T) {
 		t.Errorf("after a failed Start (-before +after):\n%s", diff)
 	}
 
-	n, err := node.Start(context.Background(), node.Options{Log: &log})
+	n, err := node.Start(context.Background(), node.Options{Services: true, Log: &log})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	t.Log(n.Describe())
+	// kube-proxy routes the host's own connections to the `kubernetes`
+	// Service, as it does for the API server calling a webhook Service.
+	if err := readyzViaService(n); err != nil {
+		t.Errorf("the kubernetes Service: %v\nkube-proxy log:\n%s", err, n.LogTail("kube-proxy", 30))
+	}
 	if snapshot(t) == before {
 		t.Error("a running node changed nothing on the machine: the snapshot sees nothing")
 	}

@@ -172,6 +172,10 @@ func TestCNIConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	withServices, err := n.CNIConfig("/w/ipam", "10.96.0.0/24")
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got struct {
 		CNIVersion string `json:"cniVersion"`
 		Plugins    []struct {
@@ -199,6 +203,40 @@ func TestCNIConfig(t *testing.T) {
 	}
 	if r := p.IPAM.Ranges[0][0]; r["subnet"] != "10.88.0.0/24" || r["gateway"] != "10.88.0.1" {
 		t.Errorf("range = %v", r)
+	}
+	if err := json.Unmarshal(withServices, &got); err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]any{map[string]any{"dst": "10.96.0.0/24"}}, got.Plugins[0].IPAM.Routes); diff != "" {
+		t.Errorf("routes with Services (-want +got):\n%s", diff)
+	}
+}
+
+func TestProxyConfig(t *testing.T) {
+	t.Parallel()
+	base := proxyConfig{Kubeconfig: "/w/p.kubeconfig", NodeName: "n", ClusterCIDR: "10.88.0.0/24", NodeIP: "10.88.0.1", HealthzPort: 1, MetricsPort: 2}
+	raw, err := base.render()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := yaml.Unmarshal(raw, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"mode": "iptables", "nodePortAddresses": []any{"10.88.0.1/32"}, "bindAddress": "10.88.0.1",
+		"healthzBindAddress": "127.0.0.1:1", "metricsBindAddress": "127.0.0.1:2", "oomScoreAdj": float64(0),
+		"iptables":  map[string]any{"localhostNodePorts": false, "masqueradeAll": false},
+		"conntrack": map[string]any{"maxPerCore": float64(0), "min": float64(0), "tcpEstablishedTimeout": "0s", "tcpCloseWaitTimeout": "0s"},
+	}
+	for k, v := range want {
+		if diff := cmp.Diff(v, got[k]); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", k, diff)
+		}
+	}
+	base.MetricsPort = 0
+	if _, err := base.render(); err == nil {
+		t.Error("rendered without a metrics port")
 	}
 }
 
