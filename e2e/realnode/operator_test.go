@@ -9,19 +9,18 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
-	authv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/e2e/realnode/realnodetest"
 	"github.com/stsbind/stsbind/internal/testenv"
 	"github.com/stsbind/stsbind/internal/testrig/images"
 )
@@ -44,14 +43,14 @@ type operatorProc struct {
 // config/webhook, and creates the MinIO provider.
 func startOperator(ctx context.Context, bin, dir string) (*operatorProc, error) {
 	root := testenv.RepoRoot()
-	if _, err := envtest.InstallCRDs(cluster.Config, envtest.CRDInstallOptions{
+	if _, err := envtest.InstallCRDs(suite.Node.Config, envtest.CRDInstallOptions{
 		Paths: []string{filepath.Join(root, "config", "crd", "bases")}, ErrorIfPathMissing: true,
 	}); err != nil {
 		return nil, fmt.Errorf("installing the CRDs: %w", err)
 	}
-	gw := cluster.Network.Gateway
+	gw := suite.Node.Network.Gateway
 	certDir := filepath.Join(dir, "webhook-certs")
-	if err := cluster.CA.WriteServing(certDir, gw); err != nil {
+	if err := suite.Node.CA.WriteServing(certDir, gw); err != nil {
 		return nil, err
 	}
 	l, err := net.Listen("tcp", net.JoinHostPort(gw.String(), "0"))
@@ -66,16 +65,16 @@ func startOperator(ctx context.Context, bin, dir string) (*operatorProc, error) 
 		return nil, err
 	}
 	o.cmd = exec.Command(bin,
-		"--kubeconfig", cluster.Kubeconfig,
+		"--kubeconfig", suite.Node.Kubeconfig,
 		"--leader-elect=false",
 		"--metrics-bind-address=0",
 		"--health-probe-bind-address=0",
-		"--default-region", region,
+		"--default-region", realnodetest.Region,
 		"--default-provider", minioProvider,
 		"--webhook-cert-mode", "cert-manager",
 		"--webhook-cert-dir", certDir,
 		"--webhook-host", gw.String(),
-		"--webhook-port", itoa(port),
+		"--webhook-port", strconv.Itoa(port),
 		"--webhook-failure-policy", "Fail",
 		"--sidecar-image", images.OperatorName,
 	)
@@ -86,7 +85,7 @@ func startOperator(ctx context.Context, bin, dir string) (*operatorProc, error) 
 		return nil, err
 	}
 	go func() { _ = o.cmd.Wait(); logFile.Close(); close(o.done) }()
-	if err := waitTLS(net.JoinHostPort(gw.String(), itoa(port)), 60*time.Second); err != nil {
+	if err := waitTLS(net.JoinHostPort(gw.String(), strconv.Itoa(port)), 60*time.Second); err != nil {
 		o.stop()
 		return nil, fmt.Errorf("operator webhook: %w\n%s", err, o.tail(40))
 	}
@@ -94,10 +93,10 @@ func startOperator(ctx context.Context, bin, dir string) (*operatorProc, error) 
 		o.stop()
 		return nil, err
 	}
-	if err := k8s.Create(ctx, &stsbindv1.ClusterSTSProvider{
+	if err := suite.Client.Create(ctx, &stsbindv1.ClusterSTSProvider{
 		ObjectMeta: metav1.ObjectMeta{Name: minioProvider},
 		Spec: stsbindv1.ClusterSTSProviderSpec{
-			Region: region, Endpoint: minio.Endpoint, Audience: "sts.amazonaws.com",
+			Region: realnodetest.Region, Endpoint: suite.MinIO.Endpoint, Audience: "sts.amazonaws.com",
 			NamespaceSelector: &metav1.LabelSelector{},
 			AllowedRoleARNs:   []stsbindv1.RoleARNPattern{"arn:minio:iam:::role/*"},
 		},
@@ -123,18 +122,18 @@ func registerWebhook(ctx context.Context, root, url string) error {
 	cfg.Name = "stsbind-realnode"
 	for i := range cfg.Webhooks {
 		w := &cfg.Webhooks[i]
-		w.ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(url), CABundle: cluster.CA.CertPEM}
+		w.ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(url), CABundle: suite.Node.CA.CertPEM}
 		w.FailurePolicy = ptr.To(admissionregistrationv1.Fail)
 		w.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"},
 		}}}
 	}
-	return k8s.Create(ctx, &cfg)
+	return suite.Client.Create(ctx, &cfg)
 }
 
 func waitTLS(addr string, timeout time.Duration) error {
 	roots := x509.NewCertPool()
-	roots.AddCert(cluster.CA.Cert)
+	roots.AddCert(suite.Node.CA.Cert)
 	var last error
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: time.Second}, "tcp", addr, &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12})
@@ -148,7 +147,7 @@ func waitTLS(addr string, timeout time.Duration) error {
 }
 
 func (o *operatorProc) stop() {
-	if o.cmd.Process == nil {
+	if o == nil || o.cmd.Process == nil {
 		return
 	}
 	_ = o.cmd.Process.Signal(syscall.SIGTERM)
@@ -166,31 +165,4 @@ func (o *operatorProc) tail(n int) string {
 		raw = raw[len(raw)-n*200:]
 	}
 	return string(raw)
-}
-
-// waitForMinIOSTS exchanges a real token of the node until MinIO answers:
-// it logs its role before its policies are loaded.
-func waitForMinIOSTS(ctx context.Context) error {
-	if err := k8s.Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "realnode-probe"}}); err != nil {
-		return err
-	}
-	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: "realnode-probe", Name: "probe"}}
-	if err := k8s.Create(ctx, sa); err != nil {
-		return err
-	}
-	sts := stsclient.New(stsclient.Options{})
-	var lastErr error
-	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(250 * time.Millisecond) {
-		tr := &authv1.TokenRequest{Spec: authv1.TokenRequestSpec{Audiences: []string{"sts.amazonaws.com"}, ExpirationSeconds: ptr.To[int64](600)}}
-		if err := k8s.SubResource("token").Create(ctx, sa, tr); err != nil {
-			return err
-		}
-		if _, lastErr = sts.AssumeRoleWithWebIdentity(ctx, stsclient.Request{
-			Provider: stsclient.Provider{Name: "probe", Region: region, Endpoint: minio.Endpoint, Timeout: 5 * time.Second},
-			RoleARN:  minio.RoleARN, SessionName: "probe", Token: tr.Status.Token, Duration: time.Hour,
-		}); lastErr == nil {
-			return nil
-		}
-	}
-	return fmt.Errorf("MinIO STS never accepted a token of the node: %w", lastErr)
 }

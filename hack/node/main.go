@@ -61,7 +61,7 @@ func run(args []string) error {
 	for _, t := range tars {
 		list = append(list, t)
 	}
-	n, err := node.Start(ctx, node.Options{Images: list})
+	n, err := node.Start(ctx, node.Options{Images: list, Services: true})
 	if err != nil {
 		return err
 	}

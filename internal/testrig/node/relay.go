@@ -1,4 +1,4 @@
-package realnode
+package node
 
 import (
 	"io"
@@ -6,24 +6,24 @@ import (
 	"sync"
 )
 
-// relay forwards TCP connections from the bridge address to a loopback
-// server: miniotest listens on 127.0.0.1 only, pods reach the host only on
-// the bridge. SigV4 signs the Host header the client sent, which the relay
-// passes through unchanged, so MinIO verifies signatures as if reached
-// directly.
-type relay struct {
+// Relay forwards TCP connections from the bridge address to a loopback
+// server, for servers that listen on 127.0.0.1 only (miniotest): pods reach
+// the host only on the bridge. Bytes pass unchanged, so a SigV4 signature
+// over the Host header the client sent verifies at the server.
+type Relay struct {
 	l    net.Listener
 	wg   sync.WaitGroup
 	mu   sync.Mutex
 	open map[net.Conn]bool
 }
 
-func newRelay(listen, target string) (*relay, error) {
-	l, err := net.Listen("tcp", listen)
+// NewRelay listens on the bridge address (a free port) and forwards to target.
+func (n *Node) NewRelay(target string) (*Relay, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(n.Network.Gateway.String(), "0"))
 	if err != nil {
 		return nil, err
 	}
-	r := &relay{l: l, open: map[net.Conn]bool{}}
+	r := &Relay{l: l, open: map[net.Conn]bool{}}
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
@@ -42,7 +42,7 @@ func newRelay(listen, target string) (*relay, error) {
 	return r, nil
 }
 
-func (r *relay) track(c net.Conn, on bool) {
+func (r *Relay) track(c net.Conn, on bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if on {
@@ -52,7 +52,7 @@ func (r *relay) track(c net.Conn, on bool) {
 	}
 }
 
-func (r *relay) pipe(in net.Conn, target string) {
+func (r *Relay) pipe(in net.Conn, target string) {
 	out, err := net.Dial("tcp", target)
 	if err != nil {
 		in.Close()
@@ -81,10 +81,10 @@ func (r *relay) pipe(in net.Conn, target string) {
 }
 
 // Addr is host:port on the bridge.
-func (r *relay) Addr() string { return r.l.Addr().String() }
+func (r *Relay) Addr() string { return r.l.Addr().String() }
 
 // Close stops accepting, ends open connections and waits for them.
-func (r *relay) Close() {
+func (r *Relay) Close() {
 	r.l.Close()
 	r.mu.Lock()
 	for c := range r.open {
