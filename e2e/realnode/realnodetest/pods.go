@@ -42,6 +42,14 @@ func (s *Suite) Namespace(t testing.TB, prefix string, labels map[string]string)
 // waits until it is Ready; diag is added to a failure (an operator log).
 func (s *Suite) Binding(t testing.TB, ns, name string, mode stsbindv1.InjectionMode, diag func() string) *stsbindv1.IAMRoleBinding {
 	t.Helper()
+	b := s.CreateBinding(t, ns, name, mode)
+	s.WaitReady(t, b, diag)
+	return b
+}
+
+// CreateBinding creates a binding of ServiceAccount app to MinIO's role.
+func (s *Suite) CreateBinding(t testing.TB, ns, name string, mode stsbindv1.InjectionMode) *stsbindv1.IAMRoleBinding {
+	t.Helper()
 	b := &stsbindv1.IAMRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: stsbindv1.IAMRoleBindingSpec{
@@ -52,17 +60,22 @@ func (s *Suite) Binding(t testing.TB, ns, name string, mode stsbindv1.InjectionM
 	if err := s.Client.Create(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// WaitReady waits until the binding is Ready; diag is added to a failure.
+func (s *Suite) WaitReady(t testing.TB, b *stsbindv1.IAMRoleBinding, diag func() string) {
+	t.Helper()
 	var c *metav1.Condition
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if err := s.Client.Get(context.Background(), client.ObjectKeyFromObject(b), b); err != nil {
 			t.Fatal(err)
 		}
 		if c = meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady); c != nil && c.Status == metav1.ConditionTrue {
-			return b
+			return
 		}
 	}
-	t.Fatalf("binding %s/%s not Ready: %+v\n%s", ns, name, c, diag())
-	return nil
+	t.Fatalf("binding %s/%s not Ready: %+v\n%s", b.Namespace, b.Name, c, diag())
 }
 
 // ImageFor is the app image a mode works in: Files mode needs sh and cat
