@@ -158,10 +158,10 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if err := (&controllers.IAMRoleBindingReconciler{
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("stsbind"),
-		STS:             stsclient.New(stsclient.Options{}),
+		Client:            mgr.GetClient(),
+		APIReader:         mgr.GetAPIReader(),
+		Recorder:          mgr.GetEventRecorder("stsbind"),
+		STS:               stsclient.New(stsclient.Options{}),
 		DefaultProvider:   minioProvider,
 		DefaultRegion:     region,
 		OperatorNamespace: operatorNamespace,

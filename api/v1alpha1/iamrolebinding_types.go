@@ -40,10 +40,10 @@ const (
 	ReasonSTSError               = "STSError"
 
 	// Set by the provider checks, the audience check and the write.
-	ReasonProviderKeysMissing = "ProviderKeysMissing"
-	ReasonRoleRequired        = "RoleRequired"
-	ReasonIdentityVerified    = "Verified"
-	ReasonIdentityNotVerified = "NotVerified"
+	ReasonProviderKeysMissing       = "ProviderKeysMissing"
+	ReasonRoleRequired              = "RoleRequired"
+	ReasonIdentityVerified          = "Verified"
+	ReasonIdentityNotVerified       = "NotVerified"
 	ReasonExpiredOnArrival          = "ExpiredOnArrival"
 	ReasonSecretWriteFailed         = "SecretWriteFailed"
 	ReasonTokenReviewFailed         = "TokenReviewFailed"
