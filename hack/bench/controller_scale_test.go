@@ -80,6 +80,7 @@ type scaleResult struct {
 	// (a) first issue
 	readyIn         time.Duration
 	stsCalls        int
+	identityCalls   int
 	api             map[string]int
 	heapAfterGC     uint64
 	rssBeforeCtrl   int64
@@ -362,7 +363,10 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	s.waitFor("bindings Ready", 10*time.Minute, func() int { return int(s.tracker.nReady.Load()) }, cfg.N)
 	res.readyIn = time.Since(start)
 	time.Sleep(settle)
-	res.stsCalls = fake.CallCount("")
+	// Credential calls; the GetCallerIdentity check of new credentials is
+	// counted apart (one per new binding, none on refresh or restart).
+	res.stsCalls = len(fake.OperationCalls(ststest.OpAssumeRoleWithWebIdentity))
+	res.identityCalls = len(fake.OperationCalls(ststest.OpGetCallerIdentity))
 	res.api = s.api.snapshot()
 	res.readyVerifiedOK = s.countReady(ctx) == cfg.N
 	runtime.GC()
@@ -481,6 +485,7 @@ func BenchmarkControllerScale(b *testing.B) {
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(r.readyIn.Seconds(), "ready-s")
 		b.ReportMetric(float64(r.stsCalls)/float64(n), "sts-calls/binding")
+		b.ReportMetric(float64(r.identityCalls)/float64(n), "identity-calls/binding")
 		b.ReportMetric(float64(writes(r.api, ""))/float64(n), "api-writes/binding")
 		b.ReportMetric(float64(apiReads(r.api))/float64(n), "api-reads/binding")
 		b.ReportMetric(r.stsBound.Seconds(), "sts-limit-bound-s")
@@ -529,8 +534,8 @@ func TestControllerScaleSmoke(t *testing.T) {
 	if !r.readyVerifiedOK {
 		t.Error("not every binding is Ready at the API server")
 	}
-	if r.stsCalls != cfg.N {
-		t.Errorf("first issue: %d STS calls for %d bindings", r.stsCalls, cfg.N)
+	if r.stsCalls != cfg.N || r.identityCalls != cfg.N {
+		t.Errorf("first issue: %d credential calls and %d GetCallerIdentity calls for %d bindings; want one each", r.stsCalls, r.identityCalls, cfg.N)
 	}
 	if r.restartSTSCalls != 0 || writes(r.restartAPI, "secrets") != 0 {
 		t.Errorf("restart over valid Secrets: %d STS calls, %d Secret writes; want none", r.restartSTSCalls, writes(r.restartAPI, "secrets"))
