@@ -60,6 +60,8 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// LockTimeout bounds the wait for another node on this machine; default 30m.
 	LockTimeout time.Duration
+	// Lock, when set, is held by the caller already; Stop leaves it held.
+	Lock *Lock
 	// Log receives progress lines; default os.Stderr.
 	Log io.Writer
 }
@@ -111,7 +113,7 @@ type Node struct {
 	apiPort int
 	procs   map[string]*proc
 	order   []*proc
-	lock    *os.File
+	lock    *Lock // taken by Start, released by Stop
 	state   *state
 }
 
@@ -151,8 +153,10 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 	}
 	n.Kubectl = n.bins.kubectl
 	stage("binaries found")
-	if n.lock, err = acquireLock(opts.LockTimeout, opts.Log); err != nil {
-		return n, err
+	if opts.Lock == nil {
+		if n.lock, err = Acquire(opts.LockTimeout, opts.Log); err != nil {
+			return n, err
+		}
 	}
 	if err := cleanStale(opts.Log); err != nil {
 		return n, err
@@ -264,7 +268,7 @@ func (n *Node) Stop() error {
 		n.state = nil
 	}
 	if n.lock != nil {
-		releaseLock(n.lock)
+		n.lock.Release()
 		n.lock = nil
 	}
 	return errors.Join(errs...)

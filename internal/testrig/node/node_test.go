@@ -13,7 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	"github.com/google/go-cmp/cmp"
+	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/stsbind/stsbind/internal/testrig/node"
 )
@@ -85,6 +87,13 @@ func TestStopLeavesNothing(t *testing.T) {
 	if err := node.Preflight(); err != nil {
 		t.Fatal(err) // never a skip: CI runs as root
 	}
+	logf.SetLogger(logr.Discard())
+	// Held across both Starts: no other node changes the machine meanwhile.
+	lock, err := node.Acquire(30*time.Minute, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Release()
 	before := snapshot(t)
 
 	bogus := filepath.Join(t.TempDir(), "not-an-image.tar")
@@ -92,7 +101,7 @@ func TestStopLeavesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	var log strings.Builder
-	if n, err := node.Start(context.Background(), node.Options{Images: []string{bogus}, Log: &log}); err == nil {
+	if n, err := node.Start(context.Background(), node.Options{Images: []string{bogus}, Log: &log, Lock: lock}); err == nil {
 		_ = n.Stop()
 		t.Fatal("Start imported a file that is no image")
 	} else if !strings.Contains(err.Error(), "not-an-image.tar") {
@@ -102,7 +111,7 @@ func TestStopLeavesNothing(t *testing.T) {
 		t.Errorf("after a failed Start (-before +after):\n%s", diff)
 	}
 
-	n, err := node.Start(context.Background(), node.Options{Services: true, Log: &log})
+	n, err := node.Start(context.Background(), node.Options{Services: true, Log: &log, Lock: lock})
 	if err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}

@@ -97,16 +97,21 @@ func cleanStale(log io.Writer) error {
 
 // Clean takes the lock and cleans up after a run that ended without Stop.
 func Clean(log io.Writer) error {
-	lock, err := acquireLock(time.Minute, log)
+	lock, err := Acquire(time.Minute, log)
 	if err != nil {
 		return err
 	}
-	defer releaseLock(lock)
+	defer lock.Release()
 	return cleanStale(log)
 }
 
-// acquireLock takes the machine-wide node lock, waiting up to timeout.
-func acquireLock(timeout time.Duration, log io.Writer) (*os.File, error) {
+// Lock is the machine-wide node lock: one node at a time per machine.
+type Lock struct{ f *os.File }
+
+// Acquire takes the node lock, waiting up to timeout. Start takes it
+// itself unless Options.Lock passes one held already (a test that looks at
+// the machine before and after a node).
+func Acquire(timeout time.Duration, log io.Writer) (*Lock, error) {
 	if err := os.MkdirAll(runDir, 0o755); err != nil {
 		return nil, err
 	}
@@ -118,7 +123,7 @@ func acquireLock(timeout time.Duration, log io.Writer) (*os.File, error) {
 	for said := false; ; said = true {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			return f, nil
+			return &Lock{f}, nil
 		}
 		if !errors.Is(err, syscall.EWOULDBLOCK) || time.Now().After(deadline) {
 			f.Close()
@@ -131,9 +136,10 @@ func acquireLock(timeout time.Duration, log io.Writer) (*os.File, error) {
 	}
 }
 
-func releaseLock(f *os.File) {
-	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	f.Close()
+// Release gives the lock up.
+func (l *Lock) Release() {
+	_ = syscall.Flock(int(l.f.Fd()), syscall.LOCK_UN)
+	l.f.Close()
 }
 
 // connect builds the admin client and lets anyone read the issuer's
