@@ -112,12 +112,11 @@ func (n Network) overlaps(routes string) string {
 	return ""
 }
 
-// setUp creates the bridge with the gateway address, turns off IPv6 on it,
-// and inserts the FORWARD rule. The bridge must not exist yet: it is the
-// sign of a node still running or of a run that was not cleaned up.
-func (n Network) setUp() error {
+// check fails when the bridge exists (not the rig's: a stale run of the
+// rig was cleaned up before) or the subnet overlaps a route of this machine.
+func (n Network) check() error {
 	if _, err := net.InterfaceByName(n.Bridge); err == nil {
-		return fmt.Errorf("bridge %s already exists: another node is running, or run `go run ./hack/node clean`", n.Bridge)
+		return fmt.Errorf("bridge %s already exists and is not a node's; choose another name", n.Bridge)
 	}
 	routes, err := run("ip", "-4", "route", "show", "table", "all")
 	if err != nil {
@@ -126,6 +125,12 @@ func (n Network) setUp() error {
 	if r := n.overlaps(routes); r != "" {
 		return fmt.Errorf("pod subnet %s overlaps route %q of this machine; choose another", n.Subnet, r)
 	}
+	return nil
+}
+
+// setUp creates the bridge with the gateway address, turns off IPv6 on it,
+// and inserts the FORWARD rule.
+func (n Network) setUp() error {
 	if _, err := run("ip", "link", "add", n.Bridge, "type", "bridge"); err != nil {
 		return err
 	}
@@ -137,7 +142,7 @@ func (n Network) setUp() error {
 	if _, err := run("ip", "link", "set", n.Bridge, "up"); err != nil {
 		return err
 	}
-	_, err = run("iptables", append([]string{"-w", "-I"}, n.forwardRule()...)...)
+	_, err := run("iptables", append([]string{"-w", "-I"}, n.forwardRule()...)...)
 	return err
 }
 

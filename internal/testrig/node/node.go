@@ -162,6 +162,9 @@ func Start(ctx context.Context, opts Options) (n *Node, err error) {
 		return n, err
 	}
 	stage("lock taken")
+	if err := n.Network.check(); err != nil {
+		return n, err
+	}
 	if err := n.prepare(); err != nil {
 		return n, err
 	}
