@@ -62,6 +62,7 @@ envtest: ## Build or reuse the kube-apiserver, etcd and kubectl binaries for env
 .PHONY: check-assets
 check-assets: ## Resolve the module graphs and package lists of everything hack/ builds (no compile; CI runs it every time).
 	hack/envtest-assets.sh --check
+	hack/node-assets.sh --check
 	hack/minio.sh --check
 
 .PHONY: minio
@@ -69,8 +70,8 @@ minio: ## Build or reuse the MinIO server used as STS and S3 by the e2e tests an
 	@hack/minio.sh >/dev/null
 
 .PHONY: test
-test: verify-generated fmt vet lint-dockerfile helm kustomize ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, AWS CLI, boto3), Helm chart and kustomize.
-	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" STSBIND_MINIO="$$(hack/minio.sh)" go test $(GO_TEST_FLAGS) ./...
+test: verify-generated fmt vet lint-dockerfile helm kustomize ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, moto, AWS CLI, boto3), a real node (kubelet + containerd), Helm chart and kustomize.
+	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" STSBIND_NODE_ASSETS="$$(hack/node-assets.sh)" STSBIND_MINIO="$$(hack/minio.sh)" go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: demo
 demo: manifests ## Run the product locally: control plane, MinIO, operator, sample binding, pod and an S3 call. Ctrl-C stops.

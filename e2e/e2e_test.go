@@ -527,9 +527,9 @@ func TestRealIssuerRefusals(t *testing.T) {
 	f.binding("unknown-role", func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = "arn:minio:iam:::role/does-not-exist" })
 	b = f.waitReady("unknown-role", metav1.ConditionFalse, "InvalidParameterValue")
 	t.Logf("unknown role: %s", b.Status.Conditions[0].Message)
-	if !strings.Contains(b.Status.Conditions[0].Message, "STS refused AssumeRoleWithWebIdentity: ") ||
-		len(b.Status.Conditions[0].Message) <= len("STS refused AssumeRoleWithWebIdentity: ") {
-		t.Errorf("message lacks MinIO's text: %q", b.Status.Conditions[0].Message)
+	if msg := b.Status.Conditions[0].Message; !strings.Contains(msg, "STS refused AssumeRoleWithWebIdentity for role arn:minio:iam:::role/does-not-exist: ") ||
+		!strings.Contains(msg, "is not defined") {
+		t.Errorf("message lacks the operation, the role or MinIO's text: %q", msg)
 	}
 
 	// A working binding whose spec turns bad keeps its Secret untouched.
