@@ -24,8 +24,8 @@ import (
 	"k8s.io/client-go/discovery"
 	"sigs.k8s.io/yaml"
 
-	"github.com/stsbind/stsbind/internal/applytest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/applytest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata/")

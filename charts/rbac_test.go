@@ -29,11 +29,11 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
-	"github.com/stsbind/stsbind/internal/applytest"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/ststest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/applytest"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 	"github.com/stsbind/stsbind/webhook"
 )
 

@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/applytest"
+	"github.com/stsbind/stsbind/internal/testrig/applytest"
 )
 
 // TestAdmissionPolicy installs the ValidatingAdmissionPolicy and its binding

@@ -17,8 +17,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"github.com/stsbind/stsbind/internal/applytest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/applytest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 const namespace = "stsbind-system"

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
 )
 
 // TestClassifySTSError drives each AWS error through the real SDK against the

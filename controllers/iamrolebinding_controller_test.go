@@ -18,8 +18,8 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/credentials"
-	"github.com/stsbind/stsbind/internal/ststest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // TestIssuesAndRefreshesCredentials is the main loop: binding -> token -> STS

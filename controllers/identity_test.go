@@ -15,7 +15,7 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
-	"github.com/stsbind/stsbind/internal/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
 )
 
 // iamUser gives the fake STS a user with fresh keys and puts them into a

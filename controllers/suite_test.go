@@ -32,8 +32,8 @@ import (
 	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/ststest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // labelRestart marks bindings that only the restart test's own managers see.

@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
 )
 
 // provider creates a ClusterSTSProvider pointing at the fake STS; mutate

@@ -34,11 +34,11 @@ import (
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/index"
-	"github.com/stsbind/stsbind/internal/miniotest"
-	"github.com/stsbind/stsbind/internal/podview"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/miniotest"
 	"github.com/stsbind/stsbind/internal/testrig/moto"
+	"github.com/stsbind/stsbind/internal/testrig/podview"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 	"github.com/stsbind/stsbind/webhook"
 )
 

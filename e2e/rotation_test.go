@@ -21,7 +21,7 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 	"github.com/stsbind/stsbind/internal/credserver"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // boto3Loop is a long-running boto3 program: one client for its whole life,

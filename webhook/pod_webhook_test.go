@@ -21,7 +21,7 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/index"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 func newNamespace(t testing.TB) string {

@@ -21,8 +21,8 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/e2e/realnode/realnodetest"
-	"github.com/stsbind/stsbind/internal/testenv"
 	"github.com/stsbind/stsbind/internal/testrig/images"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // minioProvider is the admin's ClusterSTSProvider for MinIO and the

@@ -28,8 +28,8 @@ import (
 	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/ststest"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/ststest"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // Defaults of main.go's flags. The benchmark runs the controller the way the

@@ -25,10 +25,10 @@ import (
 	"sigs.k8s.io/yaml"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/miniotest"
-	"github.com/stsbind/stsbind/internal/podview"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/miniotest"
+	"github.com/stsbind/stsbind/internal/testrig/podview"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 const (

@@ -20,9 +20,9 @@ import (
 	"github.com/go-logr/logr"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
 
-	"github.com/stsbind/stsbind/internal/testenv"
 	"github.com/stsbind/stsbind/internal/testrig/images"
 	"github.com/stsbind/stsbind/internal/testrig/node"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 func main() {

@@ -23,9 +23,9 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 
 	"github.com/stsbind/stsbind/e2e/realnode/realnodetest"
-	"github.com/stsbind/stsbind/internal/testenv"
 	"github.com/stsbind/stsbind/internal/testrig/images"
 	"github.com/stsbind/stsbind/internal/testrig/node"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 const (

@@ -19,11 +19,11 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/stsbind/stsbind/internal/miniotest"
 	"github.com/stsbind/stsbind/internal/stsclient"
-	"github.com/stsbind/stsbind/internal/testenv"
 	"github.com/stsbind/stsbind/internal/testrig/images"
+	"github.com/stsbind/stsbind/internal/testrig/miniotest"
 	"github.com/stsbind/stsbind/internal/testrig/node"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // Region is every binding's and provider's region.

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // Server is a running moto_server.

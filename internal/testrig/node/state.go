@@ -18,7 +18,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // runDir holds the machine-wide lock and the pointer to the current node's

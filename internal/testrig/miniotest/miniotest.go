@@ -19,7 +19,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/stsbind/stsbind/internal/testenv"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
 
 // Options configure the server.

@@ -55,7 +55,7 @@ type Options struct {
 // RepoRoot is the directory holding go.mod.
 func RepoRoot() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	return filepath.Clean(filepath.Join(filepath.Dir(file), "..", "..", ".."))
 }
 
 // Assets returns the directory with kube-apiserver, etcd and kubectl.
