@@ -40,14 +40,7 @@ func NodeAssets() (string, error) {
 // findBinaries locates every program and CNI plugin, and says what is
 // missing and where it comes from, all at once.
 func findBinaries(cniBinDir string) (binaries, error) {
-	var missing []string
-	need := func(dir, name, from string) string {
-		p := filepath.Join(dir, name)
-		if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
-			missing = append(missing, fmt.Sprintf("%s (from %s)", p, from))
-		}
-		return p
-	}
+	var f finder
 	var b binaries
 	envtest, err := testenv.Assets()
 	if err != nil {
@@ -57,29 +50,62 @@ func findBinaries(cniBinDir string) (binaries, error) {
 	if err != nil {
 		return b, err
 	}
-	b.etcd = need(envtest, "etcd", "hack/envtest-assets.sh")
-	b.apiserver = need(envtest, "kube-apiserver", "hack/envtest-assets.sh")
-	b.kubectl = need(envtest, "kubectl", "hack/envtest-assets.sh")
-	b.kubelet = need(node, "kubelet", "hack/node-assets.sh")
-	b.controllerManager = need(node, "kube-controller-manager", "hack/node-assets.sh")
-	b.scheduler = need(node, "kube-scheduler", "hack/node-assets.sh")
-	b.proxy = need(node, "kube-proxy", "hack/node-assets.sh")
-	b.containerd = need("/usr/bin", "containerd", "Debian containerd")
-	b.ctr = need("/usr/bin", "ctr", "Debian containerd")
-	need("/usr/bin", "containerd-shim-runc-v2", "Debian containerd")
-	b.runc = need("/usr/sbin", "runc", "Debian runc")
+	b.etcd = f.need(envtest, "etcd", "hack/envtest-assets.sh")
+	b.apiserver = f.need(envtest, "kube-apiserver", "hack/envtest-assets.sh")
+	b.kubectl = f.need(envtest, "kubectl", "hack/envtest-assets.sh")
+	b.kubelet = f.need(node, "kubelet", "hack/node-assets.sh")
+	b.controllerManager = f.need(node, "kube-controller-manager", "hack/node-assets.sh")
+	b.scheduler = f.need(node, "kube-scheduler", "hack/node-assets.sh")
+	b.proxy = f.need(node, "kube-proxy", "hack/node-assets.sh")
+	f.host(&b, cniBinDir)
+	return b, f.err()
+}
+
+// CheckHostPackages says which of the programs the node takes from Debian
+// (containerd, runc, the CNI plugins in cniBinDir, iptables, ip) are
+// missing, or nil; an empty cniBinDir means Options' default. Unlike Start
+// it builds nothing, so a caller can decide quickly whether a node can run.
+func CheckHostPackages(cniBinDir string) error {
+	if cniBinDir == "" {
+		cniBinDir = "/usr/lib/cni"
+	}
+	var f finder
+	f.host(&binaries{}, cniBinDir)
+	return f.err()
+}
+
+// finder collects what is missing.
+type finder struct{ missing []string }
+
+func (f *finder) need(dir, name, from string) string {
+	p := filepath.Join(dir, name)
+	if st, err := os.Stat(p); err != nil || st.Mode()&0o111 == 0 {
+		f.missing = append(f.missing, fmt.Sprintf("%s (from %s)", p, from))
+	}
+	return p
+}
+
+// host locates the programs that come from Debian packages.
+func (f *finder) host(b *binaries, cniBinDir string) {
+	b.containerd = f.need("/usr/bin", "containerd", "Debian containerd")
+	b.ctr = f.need("/usr/bin", "ctr", "Debian containerd")
+	f.need("/usr/bin", "containerd-shim-runc-v2", "Debian containerd")
+	b.runc = f.need("/usr/sbin", "runc", "Debian runc")
 	for _, plugin := range []string{"bridge", "host-local", "loopback"} {
-		need(cniBinDir, plugin, "Debian containernetworking-plugins")
+		f.need(cniBinDir, plugin, "Debian containernetworking-plugins")
 	}
-	need("/usr/sbin", "iptables", "Debian iptables")
-	need("/usr/sbin", "iptables-save", "Debian iptables")
+	f.need("/usr/sbin", "iptables", "Debian iptables")
+	f.need("/usr/sbin", "iptables-save", "Debian iptables")
 	if _, err := exec.LookPath("ip"); err != nil {
-		missing = append(missing, "ip (from Debian iproute2)")
+		f.missing = append(f.missing, "ip (from Debian iproute2)")
 	}
-	if len(missing) > 0 {
-		return b, fmt.Errorf("the real node lacks %s; apt-get install %s", strings.Join(missing, ", "), debianPackages)
+}
+
+func (f *finder) err() error {
+	if len(f.missing) > 0 {
+		return fmt.Errorf("the real node lacks %s; apt-get install %s", strings.Join(f.missing, ", "), debianPackages)
 	}
-	return b, nil
+	return nil
 }
 
 // Preflight says why this machine cannot run the node, or nil: root,
