@@ -6,9 +6,16 @@
 // With -every it keeps doing so, as a long-running process does, until -for
 // has passed, printing one line per round; a failed round is printed and the
 // loop goes on, so a caller sees whether credentials keep working.
+//
+// With -loop it is a long-running writer: one client for its whole life, one
+// object written every -every (default 1s) until -for has passed (0: until
+// SIGTERM), and one JSON line per write saying when it was sent, which access
+// key id signed it and the error if any, so a caller sees the moment a
+// rotated key is first used.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -29,7 +36,8 @@ func main() {
 	bucket := flag.String("bucket", "stsbind-e2e", "bucket")
 	key := flag.String("key", "go.txt", "object key")
 	every := flag.Duration("every", 0, "repeat at this interval (0: once)")
-	total := flag.Duration("for", 0, "with -every, how long to keep going")
+	total := flag.Duration("for", 0, "with -every or -loop, how long to keep going (-loop: 0 is until SIGTERM)")
+	loop := flag.Bool("loop", false, "write an object every -every and log which access key id signed it")
 	flag.Parse()
 
 	ctx := context.Background()
@@ -42,6 +50,10 @@ func main() {
 		o.BaseEndpoint = aws.String(*endpoint)
 		o.UsePathStyle = true
 	})
+	if *loop {
+		writeLoop(ctx, client, *bucket, *key, cmp.Or(*every, time.Second), *total)
+		return
+	}
 	if *every == 0 {
 		if err := round(ctx, client, *bucket, *key); err != nil {
 			fmt.Fprintln(os.Stderr, err)
