@@ -47,8 +47,9 @@ func (s *Suite) Binding(t testing.TB, ns, name string, mode stsbindv1.InjectionM
 	return b
 }
 
-// CreateBinding creates a binding of ServiceAccount app to MinIO's role.
-func (s *Suite) CreateBinding(t testing.TB, ns, name string, mode stsbindv1.InjectionMode) *stsbindv1.IAMRoleBinding {
+// CreateBinding creates a binding of ServiceAccount app to MinIO's role;
+// each edit changes the binding before it is created.
+func (s *Suite) CreateBinding(t testing.TB, ns, name string, mode stsbindv1.InjectionMode, edits ...func(*stsbindv1.IAMRoleBinding)) *stsbindv1.IAMRoleBinding {
 	t.Helper()
 	b := &stsbindv1.IAMRoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -56,6 +57,9 @@ func (s *Suite) CreateBinding(t testing.TB, ns, name string, mode stsbindv1.Inje
 			ServiceAccountName: "app", RoleARN: s.MinIO.RoleARN, Region: Region,
 			Injection: stsbindv1.Injection{Mode: mode},
 		},
+	}
+	for _, edit := range edits {
+		edit(b)
 	}
 	if err := s.Client.Create(context.Background(), b); err != nil {
 		t.Fatal(err)
