@@ -14,7 +14,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/testrig/images"
 )
 
 func operatorLogs() string {
@@ -22,8 +21,9 @@ func operatorLogs() string {
 	return "operator pods' logs:\n" + out
 }
 
-// TestChartLifecycle installs, uses, upgrades and uninstalls the chart, in
-// that order.
+// TestChartLifecycle installs, uses and upgrades the chart, in that order;
+// the tests that need the release follow, TestChartUninstall (in the file
+// that sorts last) removes it.
 func TestChartLifecycle(t *testing.T) {
 	ctx := context.Background()
 	t.Run("install", func(t *testing.T) {
@@ -34,6 +34,10 @@ func TestChartLifecycle(t *testing.T) {
 		}
 		t.Logf("helm install --wait returned after %s", time.Since(start).Round(time.Millisecond))
 		checkInstalled(t, ctx)
+		// helm returns when the pods are Ready; kube-proxy routes to them a
+		// little later, and until then pods are admitted uninjected.
+		webhookSteady(t)
+		t.Logf("webhook injecting %s after helm install began", time.Since(start).Round(time.Millisecond))
 	})
 	t.Run("pods", func(t *testing.T) { podsInEveryMode(t) })
 	t.Run("upgrade", func(t *testing.T) {
@@ -56,32 +60,11 @@ func TestChartLifecycle(t *testing.T) {
 			t.Errorf("the upgrade did not change the Deployment (generation %d)", after.Generation)
 		}
 		checkInstalled(t, ctx)
+		webhookSteady(t)
 		ns := suite.Namespace(t, "chart-upgraded", nil)
 		suite.CreateBinding(t, ns, "files", stsbindv1.InjectionFiles)
 		_, log, _, _ := suite.RunApp(t, ns, stsbindv1.InjectionFiles)
 		t.Logf("after the upgrade, a Files-mode pod's log:\n%s", log)
-	})
-	t.Run("uninstall", func(t *testing.T) {
-		if _, err := runHelm("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "2m"); err != nil {
-			t.Fatal(err)
-		}
-		var hooks admissionregistrationv1.MutatingWebhookConfigurationList
-		if err := suite.Client.List(ctx, &hooks); err != nil {
-			t.Fatal(err)
-		}
-		for _, h := range hooks.Items {
-			t.Errorf("webhook configuration %s left behind", h.Name)
-		}
-		// A pod of a bound ServiceAccount now starts without injection.
-		ns := suite.Namespace(t, "chart-gone", nil)
-		suite.CreateBinding(t, ns, "files", stsbindv1.InjectionFiles)
-		pod := suite.AppPod(ns, "plain", images.S3ClientName, "gone", "gone.txt")
-		if err := suite.Client.Create(ctx, pod); err != nil {
-			t.Fatalf("creating a pod after uninstall: %v", err)
-		}
-		if len(pod.Spec.Volumes) > 1 || len(pod.Spec.InitContainers) > 0 {
-			t.Errorf("a pod was mutated after uninstall: volumes %v", pod.Spec.Volumes)
-		}
 	})
 }
 
