@@ -66,7 +66,7 @@ func ensure(ctx context.Context, root string, a asset) error {
 		return err
 	}
 	built := false
-	var other []string // go get's chatter, shown only on failure
+	var other []string // the module fetch's chatter, shown only on failure
 	sc := bufio.NewScanner(stderr)
 	for sc.Scan() {
 		line := sc.Text()
@@ -103,7 +103,7 @@ func ensureHelm(ctx context.Context, root string) (string, error) {
 		fmt.Println("cached")
 		return helm, nil
 	}
-	fmt.Println("not built: make helm (go install from the module proxy, a few minutes)")
+	fmt.Println("not built: make helm (built from the module proxy at its pinned version, a few minutes)")
 	t := time.Now()
 	cmd := exec.CommandContext(ctx, "make", "-s", "-C", root, "helm")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -48,7 +48,7 @@ assets_install() {
 # replace each with the published v0.x.y release of the same minor.
 k8s_module() {
   local dir="$1"; shift
-  local staging="v0.${K8S_VERSION#1.}" upstream go_line godebug_line c pkgs=()
+  local staging="v0.${K8S_VERSION#1.}" upstream go_line godebug_line c
   mkdir -p "${dir}"
   upstream="$(cd "${dir}" && GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@v${K8S_VERSION}" | sed -n 's/.*"GoMod": "\(.*\)",/\1/p')"
   [[ -n "${upstream}" ]] || { assets_log "k8s.io/kubernetes@v${K8S_VERSION} is not on the module proxy"; return 1; }
@@ -71,8 +71,7 @@ k8s_module() {
     for c in "$@"; do printf '\t_ "k8s.io/kubernetes/cmd/%s"\n' "${c}"; done
     printf ')\n'
   } >"${dir}/tools.go"
-  for c in "$@"; do pkgs+=("k8s.io/kubernetes/cmd/${c}@v${K8S_VERSION}"); done
-  (cd "${dir}" && GOFLAGS=-mod=mod go get -tags tools "${pkgs[@]}" >&2) || return 1
+  (cd "${dir}" && GOFLAGS=-mod=mod go get -tags tools $(for c in "$@"; do echo "k8s.io/kubernetes/cmd/${c}@v${K8S_VERSION}"; done) >&2) || return 1
   k8s_module_pinned "${dir}"
 }
 
