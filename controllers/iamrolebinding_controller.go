@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"strings"
 	"sync"
 	"time"
 
@@ -22,14 +21,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
-	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	logf "sigs.k8s.io/controller-runtime/pkg/log"
@@ -179,17 +176,8 @@ func (r *IAMRoleBindingReconciler) ownWrite(s client.Object) bool {
 }
 
 func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context, sa client.Object) []reconcile.Request {
-	var list stsbindv1.IAMRoleBindingList
-	if err := r.Client.List(ctx, &list, client.InNamespace(sa.GetNamespace()),
-		client.MatchingFields{index.ServiceAccountName: sa.GetName()}); err != nil {
-		logf.FromContext(ctx).Error(err, "Failed to list IAMRoleBindings for a ServiceAccount", "serviceAccount", sa.GetName())
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, b := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}})
-	}
-	return reqs
+	return r.requestsFor(ctx, "serviceAccount", sa.GetName(), client.InNamespace(sa.GetNamespace()),
+		client.MatchingFields{index.ServiceAccountName: sa.GetName()})
 }
 
 func (r *IAMRoleBindingReconciler) bindingsForProvider(ctx context.Context, p client.Object) []reconcile.Request {
@@ -382,90 +370,6 @@ func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsb
 	return ctrl.Result{RequeueAfter: max(next.Sub(r.Clock.Now()), time.Second)}, nil
 }
 
-// verifyIdentity asks STS whose the new credentials are and records the
-// answer. STS-compatible servers without GetCallerIdentity (MinIO) leave the
-// identity unverified; that is no failure.
-func (r *IAMRoleBindingReconciler) verifyIdentity(ctx context.Context, b *stsbindv1.IAMRoleBinding, p *stsbindv1.ClusterSTSProvider, c credentials.Credentials) {
-	cond := metav1.Condition{Type: stsbindv1.ConditionIdentityVerified, ObservedGeneration: b.Generation}
-	arn, account, err := r.STS.CallerIdentity(ctx, stsProvider(p, r.DefaultRegion), c)
-	if err != nil {
-		cond.Status, cond.Reason = metav1.ConditionFalse, stsbindv1.ReasonIdentityNotVerified
-		cond.Message = "not verified: STS GetCallerIdentity did not answer (" + classifySTSError(err).Message + ")"
-		b.Status.Account, b.Status.CallerARN = "", ""
-	} else {
-		cond.Status, cond.Reason = metav1.ConditionTrue, stsbindv1.ReasonIdentityVerified
-		cond.Message = fmt.Sprintf("STS GetCallerIdentity: %s in account %s", arn, account)
-		b.Status.Account, b.Status.CallerARN = account, arn
-	}
-	meta.SetStatusCondition(&b.Status.Conditions, cond)
-}
-
-// admitBinding finds the binding's provider and applies its rules. A refusal
-// says why the binding may not use it; no token is minted for a refused
-// binding.
-func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv1.IAMRoleBinding) (*stsbindv1.ClusterSTSProvider, *refusal, error) {
-	name := b.Status.Provider
-	if name == "" {
-		return nil, &refusal{stsbindv1.ReasonProviderNotFound,
-			"the binding names no spec.providerRef and the controller has no --default-provider"}, nil
-	}
-	var p stsbindv1.ClusterSTSProvider
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &p); err != nil {
-		if apierrors.IsNotFound(err) {
-			return nil, &refusal{stsbindv1.ReasonProviderNotFound,
-				fmt.Sprintf("ClusterSTSProvider %s not found; the binding proceeds as soon as it exists", name)}, nil
-		}
-		return nil, nil, fmt.Errorf("reading ClusterSTSProvider %s: %w", name, err)
-	}
-	if accepted, ok := r.Audiences.Known(p.Spec.AudienceOrDefault(), r.Clock.Now()); ok && accepted {
-		return nil, &refusal{stsbindv1.ReasonAudienceAcceptedByAPIServer, audienceRefusal(&p)}, nil
-	}
-	var ns metav1.PartialObjectMetadata
-	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
-	if err := r.Client.Get(ctx, types.NamespacedName{Name: b.Namespace}, &ns); err != nil {
-		return nil, nil, fmt.Errorf("reading namespace %s: %w", b.Namespace, err)
-	}
-	session, _, err := b.Spec.Durations()
-	if err != nil {
-		return nil, &refusal{stsbindv1.ReasonInvalidSpec, err.Error() + "; fix the binding"}, nil
-	}
-	return &p, permit(permitInput{
-		Provider:        &p,
-		Namespace:       b.Namespace,
-		NamespaceLabels: ns.Labels,
-		ServiceAccount:  b.Spec.ServiceAccountName,
-		RoleARN:         b.Spec.RoleARN,
-		ChainedRoleARN:  chainedRoleARN(b),
-		HasPolicy:       b.Spec.SessionPolicy != "" || len(b.Spec.PolicyARNs) > 0,
-		Session:         session,
-	}), nil
-}
-
-func chainedRoleARN(b *stsbindv1.IAMRoleBinding) string {
-	if b.Spec.ChainedRole == nil {
-		return ""
-	}
-	return b.Spec.ChainedRole.RoleARN
-}
-
-func audienceRefusal(p *stsbindv1.ClusterSTSProvider) string {
-	return fmt.Sprintf("tokens with ClusterSTSProvider %s's audience %q authenticate at this cluster's API server; stsbind never sends such a token to STS: give the provider the audience of its OIDC provider on the IAM side",
-		p.Name, p.Spec.AudienceOrDefault())
-}
-
-// stsProvider is the provider's STS settings with defaults applied.
-func stsProvider(p *stsbindv1.ClusterSTSProvider, defaultRegion string) stsclient.Provider {
-	qps, burst, _ := p.Spec.RateLimit.Limits()
-	region := p.Spec.Region
-	if region == "" {
-		region = defaultRegion
-	}
-	return stsclient.Provider{
-		Name: p.Name, Region: region, Endpoint: p.Spec.Endpoint,
-		QPS: float64(qps), Burst: int(burst), Timeout: p.Spec.TimeoutOrDefault(),
-	}
-}
-
 // mintToken asks the API server for a short-lived token of the binding's
 // ServiceAccount. The token lives only in memory.
 func (r *IAMRoleBindingReconciler) mintToken(ctx context.Context, b *stsbindv1.IAMRoleBinding, audience string) (string, error) {
@@ -478,152 +382,6 @@ func (r *IAMRoleBindingReconciler) mintToken(ctx context.Context, b *stsbindv1.I
 		return "", err
 	}
 	return tr.Status.Token, nil
-}
-
-// loadSecret returns the binding's Secret, nil when there is none, or
-// errSecretConflict when a Secret of that name is not this binding's. Only
-// labelled Secrets are cached; a miss is confirmed with a live read, and a
-// Secret of ours that lost its labels gets them back.
-func (r *IAMRoleBindingReconciler) loadSecret(ctx context.Context, b *stsbindv1.IAMRoleBinding) (*corev1.Secret, error) {
-	key := types.NamespacedName{Namespace: b.Namespace, Name: b.SecretNameOrDefault()}
-	var s corev1.Secret
-	err := r.Client.Get(ctx, key, &s)
-	if apierrors.IsNotFound(err) {
-		err = r.APIReader.Get(ctx, key, &s)
-		if apierrors.IsNotFound(err) {
-			return nil, nil
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
-	}
-	if !metav1.IsControlledBy(&s, b) {
-		owner := ""
-		if ref := metav1.GetControllerOf(&s); ref != nil {
-			owner = ref.Kind + " " + ref.Name
-		}
-		return nil, errSecretConflict{name: key.Name, owner: owner}
-	}
-	if s.Labels[stsbindv1.LabelManagedBy] != stsbindv1.LabelManagedByValue || s.Labels[stsbindv1.LabelBinding] != b.Name {
-		orig := s.DeepCopy()
-		if s.Labels == nil {
-			s.Labels = map[string]string{}
-		}
-		s.Labels[stsbindv1.LabelManagedBy] = stsbindv1.LabelManagedByValue
-		s.Labels[stsbindv1.LabelBinding] = b.Name
-		if err := r.Client.Patch(ctx, &s, client.MergeFrom(orig)); err != nil {
-			return nil, fmt.Errorf("restoring the labels of Secret %s: %w", key.Name, err)
-		}
-		logf.FromContext(ctx).Info("Relabelled IAMRoleBinding Secret", "secret", key.Name)
-	}
-	return &s, nil
-}
-
-// writeSecret creates or updates the binding's Secret with new credentials.
-func (r *IAMRoleBindingReconciler) writeSecret(ctx context.Context, b *stsbindv1.IAMRoleBinding, current *corev1.Secret,
-	c credentials.Credentials, spec effectiveSpec, issuedAt time.Time) error {
-	if current == nil {
-		s := newSecret(b)
-		renderSecret(s, b, c, spec, issuedAt)
-		if err := controllerutil.SetControllerReference(b, s, r.Client.Scheme()); err != nil {
-			return err
-		}
-		err := r.Client.Create(ctx, s)
-		if !apierrors.IsAlreadyExists(err) {
-			if err != nil {
-				return fmt.Errorf("creating Secret %s: %w", s.Name, err)
-			}
-			r.written.Store(client.ObjectKeyFromObject(s), s.ResourceVersion)
-			return nil
-		}
-		// Created meanwhile (by us, seen late, or by someone else): read it live
-		// and go through the ownership check once more.
-		if current, err = r.loadSecret(ctx, b); err != nil {
-			return err
-		}
-		if current == nil {
-			return fmt.Errorf("creating Secret %s: it exists but cannot be read", s.Name)
-		}
-	}
-	s := current.DeepCopy()
-	return retry.RetryOnConflict(retry.DefaultRetry, func() error {
-		renderSecret(s, b, c, spec, issuedAt)
-		err := r.Client.Update(ctx, s)
-		if apierrors.IsConflict(err) {
-			if gerr := r.APIReader.Get(ctx, client.ObjectKeyFromObject(s), s); gerr != nil {
-				return gerr
-			}
-			if !metav1.IsControlledBy(s, b) {
-				return errSecretConflict{name: s.Name}
-			}
-		}
-		if err != nil {
-			return err
-		}
-		r.written.Store(client.ObjectKeyFromObject(s), s.ResourceVersion)
-		return nil
-	})
-}
-
-// setReady records valid credentials.
-func (r *IAMRoleBindingReconciler) setReady(b *stsbindv1.IAMRoleBinding, expiration, next time.Time) {
-	// Status times travel in whole seconds. Unrounded, the jittered refresh
-	// time would differ from the one read back, and every reconcile that
-	// keeps the credentials would write the same status again.
-	expiration, next = expiration.Truncate(time.Second), next.Truncate(time.Second)
-	b.Status.Expiration = ptr.To(metav1.NewTime(expiration))
-	b.Status.NextRefreshTime = ptr.To(metav1.NewTime(next))
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type:               stsbindv1.ConditionReady,
-		Status:             metav1.ConditionTrue,
-		Reason:             stsbindv1.ReasonCredentialsIssued,
-		Message:            fmt.Sprintf("Credentials in Secret %s are valid until %s; next refresh at %s", b.Status.SecretName, expiration.UTC().Format(time.RFC3339), next.UTC().Format(time.RFC3339)),
-		ObservedGeneration: b.Generation,
-	})
-}
-
-// setFailed records a fault that stops the binding from getting credentials.
-// A Warning event goes out when the condition changes, not on every retry.
-func (r *IAMRoleBindingReconciler) setFailed(b *stsbindv1.IAMRoleBinding, reason, msg, action string) {
-	b.Status.NextRefreshTime = nil
-	if b.Status.Expiration != nil {
-		msg += fmt.Sprintf("; the Secret keeps the previous credentials until %s", b.Status.Expiration.UTC().Format(time.RFC3339))
-	}
-	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
-	news := was == nil || was.Status != metav1.ConditionFalse || was.Reason != reason
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type:               stsbindv1.ConditionReady,
-		Status:             metav1.ConditionFalse,
-		Reason:             reason,
-		Message:            msg,
-		ObservedGeneration: b.Generation,
-	})
-	// The message may change on every retry (times, request IDs); the event
-	// goes out once per fault.
-	if news {
-		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, action, "%s", msg)
-	}
-}
-
-// setRetrying records a transient fault. While the Secret holds valid
-// credentials for this spec the binding stays Ready.
-func (r *IAMRoleBindingReconciler) setRetrying(b *stsbindv1.IAMRoleBinding, stillValid bool, held *heldCredentials, reason, msg string) {
-	if !stillValid {
-		r.setFailed(b, reason, msg, "AssumeRoleWithWebIdentity")
-		return
-	}
-	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
-	news := was == nil || was.Reason != stsbindv1.ReasonRefreshRetrying || !strings.Contains(was.Message, "("+reason+")")
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type:               stsbindv1.ConditionReady,
-		Status:             metav1.ConditionTrue,
-		Reason:             stsbindv1.ReasonRefreshRetrying,
-		Message:            fmt.Sprintf("Credentials valid until %s; refresh failed (%s): %s", held.Expiration.UTC().Format(time.RFC3339), reason, msg),
-		ObservedGeneration: b.Generation,
-	})
-	if news {
-		r.Recorder.Eventf(b, nil, corev1.EventTypeWarning, reason, "AssumeRoleWithWebIdentity", "%s", msg)
-	}
 }
 
 func controllerOptions(skipNameValidation bool) controller.Options {
