@@ -114,8 +114,13 @@ func TestAdmissionPolicy(t *testing.T) {
 			"create":      {"serviceaccounts", "token"},
 			"impersonate": {"serviceaccounts", ""},
 		} {
-			if !allowed(t, "bob", ns, verb, attrs.resource, attrs.subresource, "app") {
-				t.Errorf("edit does not grant %s on %s/%s", verb, attrs.resource, attrs.subresource)
+			// The RBAC authorizer reads ClusterRoles from an informer: the
+			// aggregated rules reach it shortly after the write.
+			err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+				return allowed(t, "bob", ns, verb, attrs.resource, attrs.subresource, "app"), nil
+			})
+			if err != nil {
+				t.Errorf("edit does not grant %s on %s/%s: %v", verb, attrs.resource, attrs.subresource, err)
 			}
 		}
 		if err := bob.Create(ctx, binding(ns, "bob-app", "app")); err != nil {
