@@ -248,9 +248,9 @@ func (r *IAMRoleBindingReconciler) Reconcile(ctx context.Context, req ctrl.Reque
 	return result, err
 }
 
-// reconcileBinding decides, maybe calls STS, writes the Secret and fills
-// b.Status. It never deletes or blanks a Secret.
-func (r *IAMRoleBindingReconciler) reconcileBinding(ctx context.Context, b *stsbindv1.IAMRoleBinding) (ctrl.Result, error) {
+// reconcileSpec decides, maybe calls STS, writes the Secret and fills
+// b.Status, all for b.Spec. It never deletes or blanks a Secret.
+func (r *IAMRoleBindingReconciler) reconcileSpec(ctx context.Context, b *stsbindv1.IAMRoleBinding) (ctrl.Result, error) {
 	log := logf.FromContext(ctx)
 	now := r.Clock.Now()
 	b.Status.ObservedGeneration = b.Generation

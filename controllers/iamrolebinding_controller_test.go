@@ -10,6 +10,7 @@ import (
 
 	"go.uber.org/zap/zapcore"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
@@ -188,10 +189,11 @@ func TestPermanentFaultKeepsValidSecret(t *testing.T) {
 
 	fake.SetFault(f.role, &ststest.Fault{Code: "AccessDenied", Message: "trust policy does not allow this session name"})
 	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "renamed" })
-	b = f.waitReady("keep", metav1.ConditionFalse, "AccessDenied")
-	if !strings.Contains(b.Status.Conditions[0].Message, "keeps the previous credentials") {
-		t.Errorf("message does not say the old credentials are kept: %s", b.Status.Conditions[0].Message)
+	b = f.waitCondition("keep", stsbindv1.ConditionUpToDate, metav1.ConditionFalse, "AccessDenied")
+	if c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionUpToDate); !strings.Contains(c.Message, "keeps the previous credentials") {
+		t.Errorf("message does not say the old credentials are kept: %s", c.Message)
 	}
+	f.waitReady("keep", metav1.ConditionTrue, stsbindv1.ReasonPreviousGenerationServed)
 	after := f.secret("keep")
 	if after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("the Secret was written after a refused refresh")
@@ -215,7 +217,6 @@ func TestThrottlingBacksOff(t *testing.T) {
 
 	fake.SetFault(f.role, &ststest.Fault{Code: "Throttling", Message: "Rate exceeded", Times: 3})
 	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "throttled-2" })
-	f.waitReady("throttled", metav1.ConditionFalse, "Throttling")
 	f.waitEvent("throttled", corev1.EventTypeWarning, "Throttling")
 	if after := f.secret("throttled"); after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("the Secret was written during throttling")

@@ -28,6 +28,15 @@ func (r *IAMRoleBindingReconciler) setReady(b *stsbindv1.IAMRoleBinding, expirat
 		Message:            fmt.Sprintf("Credentials in Secret %s are valid until %s; next refresh at %s", b.Status.SecretName, expiration.UTC().Format(time.RFC3339), next.UTC().Format(time.RFC3339)),
 		ObservedGeneration: b.Generation,
 	})
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+		Type:               stsbindv1.ConditionUpToDate,
+		Status:             metav1.ConditionTrue,
+		Reason:             stsbindv1.ReasonCredentialsIssued,
+		Message:            fmt.Sprintf("The Secret holds credentials for generation %d", b.Generation),
+		ObservedGeneration: b.Generation,
+	})
+	b.Status.ServedGeneration = b.Generation
+	b.Status.ServedSpec = b.Spec.DeepCopy()
 }
 
 // setFailed records a fault that stops the binding from getting credentials.
@@ -37,15 +46,19 @@ func (r *IAMRoleBindingReconciler) setFailed(b *stsbindv1.IAMRoleBinding, reason
 	if b.Status.Expiration != nil {
 		msg += fmt.Sprintf("; the Secret keeps the previous credentials until %s", b.Status.Expiration.UTC().Format(time.RFC3339))
 	}
-	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+	// UpToDate carries the fault also while a previous generation keeps
+	// Ready True (servePrevious), so it says whether the fault is new.
+	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionUpToDate)
 	news := was == nil || was.Status != metav1.ConditionFalse || was.Reason != reason
-	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
-		Type:               stsbindv1.ConditionReady,
-		Status:             metav1.ConditionFalse,
-		Reason:             reason,
-		Message:            msg,
-		ObservedGeneration: b.Generation,
-	})
+	for _, t := range []string{stsbindv1.ConditionReady, stsbindv1.ConditionUpToDate} {
+		meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+			Type:               t,
+			Status:             metav1.ConditionFalse,
+			Reason:             reason,
+			Message:            msg,
+			ObservedGeneration: b.Generation,
+		})
+	}
 	// The message may change on every retry (times, request IDs); the event
 	// goes out once per fault.
 	if news {

@@ -314,17 +314,24 @@ func eventually(t *testing.T, timeout time.Duration, cond func() (bool, string))
 // reason, at the current generation, and returns the binding.
 func (f *fixture) waitReady(name string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
 	f.t.Helper()
+	return f.waitCondition(name, stsbindv1.ConditionReady, status, reason)
+}
+
+// waitCondition waits until the binding's condition of type has the status
+// and reason, at the current generation, and returns the binding.
+func (f *fixture) waitCondition(name, typ string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
 	var b stsbindv1.IAMRoleBinding
 	eventually(f.t, 30*time.Second, func() (bool, string) {
 		if err := f.get(&b, name); err != nil {
 			return false, err.Error()
 		}
-		c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+		c := meta.FindStatusCondition(b.Status.Conditions, typ)
 		if c == nil {
-			return false, "no Ready condition yet"
+			return false, "no " + typ + " condition yet"
 		}
 		if c.Status != status || c.Reason != reason || c.ObservedGeneration != b.Generation {
-			return false, fmt.Sprintf("Ready=%s reason=%s gen=%d/%d: %s", c.Status, c.Reason, c.ObservedGeneration, b.Generation, c.Message)
+			return false, fmt.Sprintf("%s=%s reason=%s gen=%d/%d: %s", typ, c.Status, c.Reason, c.ObservedGeneration, b.Generation, c.Message)
 		}
 		return true, ""
 	})

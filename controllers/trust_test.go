@@ -113,7 +113,9 @@ func TestRoleOutsideThePatterns(t *testing.T) {
 	good := f.waitReady("own-role", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
 	before := f.secret("own-role")
 	f.update(good, func(s *stsbindv1.IAMRoleBindingSpec) { s.RoleARN = foreign })
-	f.waitReady("own-role", metav1.ConditionFalse, stsbindv1.ReasonRoleNotAllowed)
+	// The refused change keeps the working generation serving.
+	f.waitCondition("own-role", stsbindv1.ConditionUpToDate, metav1.ConditionFalse, stsbindv1.ReasonRoleNotAllowed)
+	f.waitReady("own-role", metav1.ConditionTrue, stsbindv1.ReasonPreviousGenerationServed)
 	if after := f.secret("own-role"); after.ResourceVersion != before.ResourceVersion {
 		t.Error("the Secret changed after the provider refused the new role")
 	}

@@ -515,7 +515,8 @@ func envNames(env []string) []string {
 
 // TestRealIssuerRefusals: against the real issuer, a provider with the wrong
 // audience and an unknown role are refused by MinIO with InvalidParameterValue; the reason
-// names it, the message carries MinIO's text, and an existing Secret stays.
+// names it, the message carries MinIO's text, and an existing Secret stays
+// and keeps serving.
 func TestRealIssuerRefusals(t *testing.T) {
 	f := newFixture(t)
 	f.binding("wrong-audience", func(s *stsbindv1.IAMRoleBindingSpec) {
@@ -540,7 +541,11 @@ func TestRealIssuerRefusals(t *testing.T) {
 	if err := k8s.Update(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	f.waitReady("turns-bad", metav1.ConditionFalse, "InvalidParameterValue")
+	// The refused change keeps generation 1 serving; UpToDate names MinIO's refusal.
+	b = f.waitReady("turns-bad", metav1.ConditionTrue, stsbindv1.ReasonPreviousGenerationServed)
+	if c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionUpToDate); c == nil || c.Status != metav1.ConditionFalse || c.Reason != "InvalidParameterValue" {
+		t.Errorf("UpToDate = %+v, want False InvalidParameterValue", c)
+	}
 	if after := f.secret("turns-bad"); after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("the Secret changed after a refused refresh")
 	}

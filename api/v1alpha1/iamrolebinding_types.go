@@ -23,21 +23,30 @@ const (
 
 // Condition types and reasons of an IAMRoleBinding.
 const (
-	// ConditionReady is True while the Secret holds valid credentials for the current spec.
+	// ConditionReady is True while the Secret holds valid credentials: for
+	// the current spec, or (reason PreviousGenerationServed) for the last spec
+	// that worked while the current one fails.
 	ConditionReady = "Ready"
+	// ConditionUpToDate is True when the Secret holds credentials for the
+	// current generation; False, with the latest spec's fault as reason, while
+	// it holds another generation's or none.
+	ConditionUpToDate = "UpToDate"
 	// ConditionIdentityVerified is True when STS GetCallerIdentity confirmed
 	// whose credentials the Secret holds, False when the server cannot say.
 	ConditionIdentityVerified = "IdentityVerified"
 
-	ReasonCredentialsIssued      = "CredentialsIssued"
-	ReasonRefreshRetrying        = "RefreshRetrying"
-	ReasonServiceAccountNotFound = "ServiceAccountNotFound"
-	ReasonSecretConflict         = "SecretConflict"
-	ReasonInvalidSessionPolicy   = "InvalidSessionPolicy"
-	ReasonInvalidSpec            = "InvalidSpec"
-	ReasonTokenRequestFailed     = "TokenRequestFailed"
-	ReasonSTSUnreachable         = "STSUnreachable"
-	ReasonSTSError               = "STSError"
+	ReasonCredentialsIssued = "CredentialsIssued"
+	ReasonRefreshRetrying   = "RefreshRetrying"
+	// ReasonPreviousGenerationServed: the latest spec fails; the Secret
+	// keeps serving the credentials of status.servedGeneration.
+	ReasonPreviousGenerationServed = "PreviousGenerationServed"
+	ReasonServiceAccountNotFound   = "ServiceAccountNotFound"
+	ReasonSecretConflict           = "SecretConflict"
+	ReasonInvalidSessionPolicy     = "InvalidSessionPolicy"
+	ReasonInvalidSpec              = "InvalidSpec"
+	ReasonTokenRequestFailed       = "TokenRequestFailed"
+	ReasonSTSUnreachable           = "STSUnreachable"
+	ReasonSTSError                 = "STSError"
 
 	// Set by the provider checks, the audience check and the write.
 	ReasonProviderKeysMissing       = "ProviderKeysMissing"
@@ -130,11 +139,13 @@ type IAMRoleBindingSpec struct {
 
 	// refreshBefore is how long before expiry the credentials are refreshed.
 	// Default: a third of the credentials' actual lifetime (20m for 1h).
-	// Values above half the actual lifetime are capped at half. Must be shorter
-	// than sessionDuration minus 5m.
+	// Values above half the actual lifetime are capped at half. At least 5m
+	// (kubelet's delay in updating mounted Secrets), and shorter than
+	// sessionDuration minus 5m.
 	// +optional
 	// +kubebuilder:validation:MaxLength=32
 	// +kubebuilder:validation:XValidation:rule="self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$')",message="refreshBefore must be a non-negative duration such as 20m or 1h"
+	// +kubebuilder:validation:XValidation:rule="!self.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('5m')",message="refreshBefore must be at least 5m: kubelet takes up to about two minutes to update a mounted Secret, and credentials refreshed later reach the pods expired"
 	RefreshBefore string `json:"refreshBefore,omitempty"`
 
 	// sessionName is the role session name, visible in CloudTrail. Default:
@@ -170,7 +181,8 @@ type IAMRoleBindingSpec struct {
 
 	// secretName is the Secret, in this namespace, that receives the
 	// credentials. Default: the binding's name. A Secret of that name that this
-	// binding does not own is never overwritten.
+	// binding does not own is never overwritten. Immutable: running pods mount
+	// the Secret by name, so a new name needs a new binding.
 	// +optional
 	// +kubebuilder:validation:MinLength=1
 	// +kubebuilder:validation:MaxLength=253
@@ -276,6 +288,18 @@ type IAMRoleBindingStatus struct {
 	// +optional
 	ObservedGeneration int64 `json:"observedGeneration,omitempty"`
 
+	// servedGeneration is the generation of the spec the credentials in the
+	// Secret were issued for. Behind observedGeneration when the latest spec
+	// fails (condition Ready, reason PreviousGenerationServed): the Secret
+	// then keeps serving, and refreshing, the credentials of servedSpec until
+	// the latest spec works or the provider no longer permits servedSpec.
+	// +optional
+	ServedGeneration int64 `json:"servedGeneration,omitempty"`
+
+	// servedSpec is the spec of servedGeneration: the last one that worked.
+	// +optional
+	ServedSpec *IAMRoleBindingSpec `json:"servedSpec,omitempty"`
+
 	// secretName is the Secret that holds the credentials.
 	// +optional
 	SecretName string `json:"secretName,omitempty"`
@@ -331,7 +355,10 @@ type IAMRoleBindingStatus struct {
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.provider`,priority=1
 // +kubebuilder:printcolumn:name="Account",type=string,JSONPath=`.status.account`,priority=1
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.injection.mode`,priority=1
+// +kubebuilder:printcolumn:name="Generation",type=integer,JSONPath=`.metadata.generation`,priority=1
+// +kubebuilder:printcolumn:name="Served",type=integer,JSONPath=`.status.servedGeneration`,priority=1
 // +kubebuilder:printcolumn:name="Age",type=date,JSONPath=`.metadata.creationTimestamp`
+// +kubebuilder:validation:XValidation:rule="has(self.spec.secretName) == has(oldSelf.spec.secretName) && (!has(self.spec.secretName) || self.spec.secretName == oldSelf.spec.secretName)",fieldPath=".spec.secretName",message="spec.secretName is immutable: running pods mount the Secret by name; create a binding with the new secretName, move the pods to it, then delete this one"
 // +kubebuilder:validation:XValidation:rule="size(self.metadata.name) <= 63",message="metadata.name of an IAMRoleBinding must be at most 63 characters: it becomes a label value and a volume name"
 type IAMRoleBinding struct {
 	metav1.TypeMeta   `json:",inline"`

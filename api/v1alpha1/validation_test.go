@@ -67,6 +67,8 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 		"sessionDuration negative":           {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "-1h" }, wantText: []string{"spec.sessionDuration"}},
 		"refreshBefore prose":                {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RefreshBefore = "ten minutes" }, wantText: []string{"spec.refreshBefore"}},
 		"refreshBefore negative":             {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RefreshBefore = "-5m" }, wantText: []string{"spec.refreshBefore", "non-negative"}},
+		"refreshBefore 0s":                   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RefreshBefore = "0s" }, wantText: []string{"spec.refreshBefore", "at least 5m", "kubelet"}},
+		"refreshBefore 4m59s":                {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RefreshBefore = "4m59s" }, wantText: []string{"spec.refreshBefore", "at least 5m"}},
 		"refreshBefore equals session":       {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "1h"; s.RefreshBefore = "1h" }, wantText: []string{"refreshBefore must be shorter than sessionDuration minus 5m"}},
 		"refreshBefore within 5m of session": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "30m"; s.RefreshBefore = "26m" }, wantText: []string{"refreshBefore must be shorter than sessionDuration minus 5m"}},
 		"refreshBefore vs default session":   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.RefreshBefore = "2h" }, wantText: []string{"refreshBefore must be shorter than sessionDuration minus 5m"}},
@@ -185,7 +187,7 @@ func TestValidBindingsAreAccepted(t *testing.T) {
 		"role with path": func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.RoleARN = "arn:aws-cn:iam::123456789012:role/team/a/reader"
 		},
-		"15m session, refreshBefore 0s": func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "15m"; s.RefreshBefore = "0s" },
+		"15m session, refreshBefore 5m": func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "15m"; s.RefreshBefore = "5m" },
 		"compound durations":            func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "1h30m"; s.RefreshBefore = "1h20m" },
 	}
 	i := 0
@@ -199,6 +201,36 @@ func TestValidBindingsAreAccepted(t *testing.T) {
 			}
 			if err := k8s.Create(ctx, b); err != nil {
 				t.Fatalf("rejected: %v", err)
+			}
+		})
+	}
+}
+
+// TestSecretNameIsImmutable: pods mount the Secret by name, so a binding
+// cannot move its credentials to another Secret under running pods.
+func TestSecretNameIsImmutable(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for name, tc := range map[string]struct{ from, to string }{
+		"set to another name": {from: "creds-a", to: "creds-b"},
+		"set where defaulted": {from: "", to: "creds-b"},
+		"unset where set":     {from: "creds-a", to: ""},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			b := &stsbindv1.IAMRoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "immutable-" + strings.ReplaceAll(name, " ", "-")}, Spec: validSpec()}
+			b.Spec.SecretName = tc.from
+			if err := k8s.Create(ctx, b); err != nil {
+				t.Fatal(err)
+			}
+			b.Spec.SessionDuration = "2h" // other fields still change
+			if err := k8s.Update(ctx, b); err != nil {
+				t.Fatalf("a sessionDuration change was refused: %v", err)
+			}
+			b.Spec.SecretName = tc.to
+			err := k8s.Update(ctx, b)
+			if !apierrors.IsInvalid(err) || !strings.Contains(err.Error(), "spec.secretName is immutable") {
+				t.Fatalf("want Invalid naming spec.secretName is immutable, got %v", err)
 			}
 		})
 	}

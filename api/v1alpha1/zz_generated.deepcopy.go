@@ -279,6 +279,11 @@ func (in *IAMRoleBindingStatus) DeepCopyInto(out *IAMRoleBindingStatus) {
 			(*in)[i].DeepCopyInto(&(*out)[i])
 		}
 	}
+	if in.ServedSpec != nil {
+		in, out := &in.ServedSpec, &out.ServedSpec
+		*out = new(IAMRoleBindingSpec)
+		(*in).DeepCopyInto(*out)
+	}
 	if in.Expiration != nil {
 		in, out := &in.Expiration, &out.Expiration
 		*out = (*in).DeepCopy()

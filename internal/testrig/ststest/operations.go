@@ -60,6 +60,9 @@ func (s *Server) assumeRoleWithWebIdentity(rq *request, _ identity) (any, *ident
 	case rq.RoleARN == "" || rq.SessionName == "":
 		return nil, nil, 0, &Fault{Code: "ValidationError", Message: "RoleArn and RoleSessionName are required"}
 	}
+	if f := s.overMaxSession(rq); f != nil {
+		return nil, nil, 0, f
+	}
 	claims := tokenClaims(rq.Token)
 	who := roleSession(rq.RoleARN, rq.SessionName)
 	res := &webIdentityResult{Subject: claims.Sub, Audience: claims.Aud, Provider: claims.Iss, AssumedRoleUser: assumedRoleUser(who)}
@@ -79,6 +82,7 @@ func (s *Server) assumeRole(rq *request, caller identity) (any, *identity, int, 
 		checkDuration(rq.DurationSeconds, 43200),
 		checkOptional("externalId", rq.ExternalID, 2, 1224, externalIDPattern),
 		checkOptional("sourceIdentity", rq.SourceIdentity, 2, 64, namePattern),
+		s.overMaxSession(rq),
 	)
 	if f == nil && caller.kind != kindUser && rq.DurationSeconds > 3600 {
 		f = &Fault{Code: "ValidationError", Message: "The requested DurationSeconds exceeds the 1 hour session limit for roles assumed by role chaining."}

@@ -80,19 +80,20 @@ type Server struct {
 	URL string
 	srv *httptest.Server
 
-	mu       sync.Mutex
-	latency  time.Duration
-	lifetime map[string]time.Duration // by role ARN or operation; "" for all
-	faults   map[string]*Fault        // by role ARN or operation; "" for all
-	keys     map[string]*accessKey    // every key the server trusts, by id
-	calls    []Call
-	issued   []Issued
-	seq      int
+	mu         sync.Mutex
+	latency    time.Duration
+	lifetime   map[string]time.Duration // by role ARN or operation; "" for all
+	faults     map[string]*Fault        // by role ARN or operation; "" for all
+	maxSession map[string]time.Duration // by role ARN: the role's MaxSessionDuration
+	keys       map[string]*accessKey    // every key the server trusts, by id
+	calls      []Call
+	issued     []Issued
+	seq        int
 }
 
 // NewServer starts a server on 127.0.0.1.
 func NewServer() *Server {
-	s := &Server{lifetime: map[string]time.Duration{}, faults: map[string]*Fault{}, keys: map[string]*accessKey{}}
+	s := &Server{lifetime: map[string]time.Duration{}, faults: map[string]*Fault{}, keys: map[string]*accessKey{}, maxSession: map[string]time.Duration{}}
 	s.srv = httptest.NewUnstartedServer(http.HandlerFunc(s.serve))
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -143,6 +144,30 @@ func (s *Server) SetLifetime(key string, d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.lifetime[key] = d
+}
+
+// SetMaxSession gives a role a MaxSessionDuration, as IAM does (default:
+// none enforced here): AssumeRole and AssumeRoleWithWebIdentity asking for
+// more get AWS's ValidationError. Zero removes it.
+func (s *Server) SetMaxSession(roleARN string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if d == 0 {
+		delete(s.maxSession, roleARN)
+		return
+	}
+	s.maxSession[roleARN] = d
+}
+
+// overMaxSession is the fault for a request above the role's maximum.
+func (s *Server) overMaxSession(rq *request) *Fault {
+	s.mu.Lock()
+	max, ok := s.maxSession[rq.RoleARN]
+	s.mu.Unlock()
+	if !ok || time.Duration(rq.DurationSeconds)*time.Second <= max {
+		return nil
+	}
+	return &Fault{Code: "ValidationError", Message: "The requested DurationSeconds exceeds the MaxSessionDuration set for this role."}
 }
 
 // SetFault answers calls with f, keyed like SetLifetime: a role ARN (both
