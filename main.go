@@ -4,11 +4,15 @@
 package main
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -16,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -28,6 +33,7 @@ import (
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/credserver"
+	"github.com/stsbind/stsbind/internal/drain"
 	"github.com/stsbind/stsbind/internal/index"
 	"github.com/stsbind/stsbind/internal/stsclient"
 	"github.com/stsbind/stsbind/webhook"
@@ -57,6 +63,7 @@ type options struct {
 	kubeBurst                  int
 	maxConcurrentReconciles    int
 
+	shutdownDelay                                           time.Duration
 	webhookCertMode, webhookCertDir, webhookFailurePolicy   string
 	webhookHost                                             string
 	webhookPort                                             int
@@ -95,6 +102,7 @@ func main() {
 	flag.IntVar(&o.sidecarPort, "sidecar-port", int(webhook.DefaultSidecarPort), "Loopback port the Endpoint-mode sidecar serves on in each pod.")
 	flag.StringVar(&o.sidecarCPU, "sidecar-cpu-request", "5m", "CPU request of the Endpoint-mode sidecar.")
 	flag.StringVar(&o.sidecarMemory, "sidecar-memory", "16Mi", "Memory request and limit of the Endpoint-mode sidecar.")
+	flag.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "How long the operator keeps serving after SIGTERM, while the webhook Service's endpoints and kube-proxy let go of the pod, so that pods created meanwhile are still injected.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the pod webhook listens on (default: all).")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the pod webhook listens on.")
 	flag.StringVar(&o.webhookCertDir, "webhook-cert-dir", "/tmp/k8s-webhook-server/serving-certs", "Directory holding the webhook's tls.crt and tls.key.")
@@ -162,7 +170,10 @@ func run(o options) error {
 	if err != nil {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
-	ctx := ctrl.SetupSignalHandler()
+	// The webhook keeps answering while the Service lets go of this pod.
+	ctx := drain.After(ctrl.SetupSignalHandler(), o.shutdownDelay, clock.RealClock{}, func() {
+		setupLog.Info("Stopping after the shutdown delay", "delay", o.shutdownDelay)
+	})
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
 		return fmt.Errorf("registering cache indexes: %w", err)
 	}
@@ -203,8 +214,26 @@ func run(o options) error {
 	if err := mgr.AddReadyzCheck("readyz", webhookReady); err != nil {
 		return err
 	}
+	// A replica whose caches have not synced would answer lookups from
+	// an empty cache: not ready until they have.
+	if err := mgr.AddReadyzCheck("caches", cachesSynced(mgr.GetCache())); err != nil {
+		return err
+	}
 	setupLog.Info("Starting the manager", "defaultProvider", o.defaultProvider, "defaultRegion", o.defaultRegion)
 	return mgr.Start(ctx)
+}
+
+// cachesSynced reports ready once every informer of the manager's cache has
+// synced.
+func cachesSynced(c cache.Cache) healthz.Checker {
+	return func(req *http.Request) error {
+		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
+		defer cancel()
+		if !c.WaitForCacheSync(ctx) {
+			return errors.New("the informer caches have not synced yet")
+		}
+		return nil
+	}
 }
 
 // sidecarOptions reads the Endpoint-mode sidecar flags.

@@ -8,6 +8,8 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -123,4 +125,75 @@ func TestSecretWriteRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.waitReady("frozen", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+}
+
+// TestDeletedServiceAccountIsReportedAtOnce: the binding says at once, not
+// at its next refresh, that its ServiceAccount is gone, and recovers without
+// an STS call when it comes back while the credentials are still valid.
+func TestDeletedServiceAccountIsReportedAtOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	f.serviceAccount()
+	f.binding("app", nil)
+	b := f.waitReady("app", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	calls := fake.CallCount(f.role)
+	if err := k8s.Delete(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: f.sa}}); err != nil {
+		t.Fatal(err)
+	}
+	// The next refresh is at least 36 minutes away: only the watch makes this.
+	gone := f.waitReady("app", metav1.ConditionFalse, stsbindv1.ReasonServiceAccountNotFound)
+	t.Log(meta.FindStatusCondition(gone.Status.Conditions, stsbindv1.ConditionReady).Message)
+	if !gone.Status.Expiration.Equal(b.Status.Expiration) {
+		t.Errorf("expiration changed from %s to %s", b.Status.Expiration, gone.Status.Expiration)
+	}
+	f.waitEvent("app", corev1.EventTypeWarning, stsbindv1.ReasonServiceAccountNotFound)
+	f.serviceAccount()
+	f.waitReady("app", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	if n := fake.CallCount(f.role) - calls; n != 0 {
+		t.Errorf("%d STS calls for credentials that stayed valid", n)
+	}
+}
+
+// TestOrphanedSecretIsAdopted: a binding deleted with propagationPolicy
+// Orphan leaves its Secret without an owner (the garbage collector removes the
+// reference; envtest runs none, so the test does). A new binding of the same
+// name takes it over instead of failing with SecretConflict for good. A
+// Secret that looks like stsbind's but has another controller stays foreign.
+func TestOrphanedSecretIsAdopted(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	f := newFixture(t)
+	f.serviceAccount()
+	old := f.binding("app", nil)
+	f.waitReady("app", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	if err := k8s.Delete(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() (bool, string) {
+		return apierrors.IsNotFound(f.get(&stsbindv1.IAMRoleBinding{}, "app")), "the binding is not gone yet"
+	})
+	s := f.secret("app")
+	s.OwnerReferences = nil
+	if err := k8s.Update(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	successor := f.binding("app", nil)
+	f.waitReady("app", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	if got := f.secret("app"); !metav1.IsControlledBy(got, successor) {
+		t.Errorf("the Secret's controller is %v, want the new binding %s", metav1.GetControllerOf(got), successor.UID)
+	}
+
+	// The same labels under another controller: not stsbind's to take.
+	owner := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "owner"}}
+	f.create(owner)
+	foreign := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: "other", Labels: map[string]string{
+			stsbindv1.LabelManagedBy: stsbindv1.LabelManagedByValue, stsbindv1.LabelBinding: "other",
+		}, OwnerReferences: []metav1.OwnerReference{{APIVersion: "v1", Kind: "ConfigMap", Name: "owner", UID: owner.UID, Controller: ptr.To(true)}}},
+		Type: stsbindv1.SecretType,
+	}
+	f.create(foreign)
+	f.binding("other", nil)
+	f.waitReady("other", metav1.ConditionFalse, stsbindv1.ReasonSecretConflict)
 }

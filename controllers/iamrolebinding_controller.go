@@ -132,14 +132,15 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		WatchesMetadata(&corev1.ServiceAccount{},
 			handler.EnqueueRequestsFromMapFunc(r.bindingsForServiceAccount),
 			builder.WithPredicates(predicate.Funcs{
-				// A binding waits for its ServiceAccount to appear; nothing
-				// else about a ServiceAccount changes the credentials. The
-				// bindings' own initial list already enqueues every binding:
-				// at startup this watch (and the Secret one) would only
-				// reconcile some a second time.
+				// A binding waits for its ServiceAccount to appear, and says
+				// at once when it is deleted; nothing else about a
+				// ServiceAccount changes the credentials. The bindings' own
+				// initial list already enqueues every binding: at startup
+				// this watch (and the Secret one) would only reconcile some
+				// a second time.
 				CreateFunc:  func(e event.CreateEvent) bool { return !e.IsInInitialList },
 				UpdateFunc:  func(event.UpdateEvent) bool { return false },
-				DeleteFunc:  func(event.DeleteEvent) bool { return false },
+				DeleteFunc:  func(event.DeleteEvent) bool { return true },
 				GenericFunc: func(event.GenericEvent) bool { return false },
 			})).
 		// A provider that appears or changes may let its bindings proceed,
@@ -300,6 +301,9 @@ func (r *IAMRoleBindingReconciler) reconcileSpec(ctx context.Context, b *stsbind
 	})
 	if !decision.RefreshNow {
 		r.fair.release(client.ObjectKeyFromObject(b))
+		if gone, err := r.serviceAccountGone(ctx, b); err != nil || gone {
+			return ctrl.Result{}, err
+		}
 		r.setReady(b, held.Expiration, decision.RefreshAt)
 		log.V(1).Info("Kept IAMRoleBinding credentials", "expiration", held.Expiration, "nextRefresh", decision.RefreshAt)
 		return ctrl.Result{RequeueAfter: decision.RefreshAt.Sub(now)}, nil
@@ -368,6 +372,26 @@ func (r *IAMRoleBindingReconciler) reconcileSpec(ctx context.Context, b *stsbind
 		r.verifyIdentity(ctx, b, provider, res.Credentials)
 	}
 	return ctrl.Result{RequeueAfter: max(next.Sub(r.Clock.Now()), time.Second)}, nil
+}
+
+// serviceAccountGone tells, from the cache, whether the binding's
+// ServiceAccount was deleted while its credentials are still valid, and says
+// so in the status: they are not refreshed, and the watch wakes the binding
+// when it comes back.
+func (r *IAMRoleBindingReconciler) serviceAccountGone(ctx context.Context, b *stsbindv1.IAMRoleBinding) (bool, error) {
+	var sa metav1.PartialObjectMetadata
+	sa.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ServiceAccount"))
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: b.Namespace, Name: b.Spec.ServiceAccountName}, &sa)
+	if !apierrors.IsNotFound(err) {
+		if err != nil {
+			return false, fmt.Errorf("reading ServiceAccount %s: %w", b.Spec.ServiceAccountName, err)
+		}
+		return false, nil
+	}
+	r.setFailed(b, stsbindv1.ReasonServiceAccountNotFound, fmt.Sprintf(
+		"ServiceAccount %s/%s not found: it was deleted, so the credentials are not refreshed; recreate it or delete the binding",
+		b.Namespace, b.Spec.ServiceAccountName), "MintToken")
+	return true, nil
 }
 
 // mintToken asks the API server for a short-lived token of the binding's

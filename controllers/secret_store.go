@@ -35,6 +35,19 @@ func (r *IAMRoleBindingReconciler) loadSecret(ctx context.Context, b *stsbindv1.
 	if err != nil {
 		return nil, fmt.Errorf("reading Secret %s: %w", key.Name, err)
 	}
+	if !metav1.IsControlledBy(&s, b) && orphanOf(&s, b) {
+		// The previous binding of this name was deleted with
+		// propagationPolicy Orphan: the garbage collector removed its owner
+		// reference and left the Secret, still mounted by running pods.
+		orig := s.DeepCopy()
+		if err := controllerutil.SetControllerReference(b, &s, r.Client.Scheme()); err != nil {
+			return nil, err
+		}
+		if err := r.Client.Patch(ctx, &s, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			return nil, fmt.Errorf("adopting Secret %s: %w", key.Name, err)
+		}
+		logf.FromContext(ctx).Info("Adopted the orphaned IAMRoleBinding Secret", "secret", key.Name)
+	}
 	if !metav1.IsControlledBy(&s, b) {
 		owner := ""
 		if ref := metav1.GetControllerOf(&s); ref != nil {
@@ -55,6 +68,14 @@ func (r *IAMRoleBindingReconciler) loadSecret(ctx context.Context, b *stsbindv1.
 		logf.FromContext(ctx).Info("Relabelled IAMRoleBinding Secret", "secret", key.Name)
 	}
 	return &s, nil
+}
+
+// orphanOf tells whether s is a Secret that an earlier binding of b's name
+// wrote and that no object controls any more. One another controller owns,
+// or one stsbind never wrote, is never taken.
+func orphanOf(s *corev1.Secret, b *stsbindv1.IAMRoleBinding) bool {
+	return metav1.GetControllerOf(s) == nil && s.Type == stsbindv1.SecretType &&
+		s.Labels[stsbindv1.LabelManagedBy] == stsbindv1.LabelManagedByValue && s.Labels[stsbindv1.LabelBinding] == b.Name
 }
 
 // writeSecret creates or updates the binding's Secret with new credentials.
