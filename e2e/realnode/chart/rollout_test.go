@@ -1,0 +1,85 @@
+package chart
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/stsbind/stsbind/internal/testrig/images"
+)
+
+// TestRollingRestartInjectsEveryPod: pods created all through a rolling
+// restart of the operator (what every upgrade does) are injected. A replica
+// that stopped serving on SIGTERM left the API server a moment in which the
+// Service still sent it webhook calls; with failurePolicy Ignore those pods
+// started without credentials. The operator now serves --shutdown-delay
+// longer, and a new replica is ready as soon as its caches are.
+func TestRollingRestartInjectsEveryPod(t *testing.T) {
+	requireChart(t)
+	ctx := context.Background()
+	webhookSteady(t)
+	old := map[string]bool{}
+	for _, p := range operatorPods(t) {
+		old[p.Name] = true
+	}
+
+	var mu sync.Mutex
+	created, missed := 0, []string{}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			pod := suite.AppPod(probeNamespace.name, "probe", images.S3ClientName, "probe", "probe")
+			err := suite.Client.Create(ctx, pod, client.DryRunAll)
+			mu.Lock()
+			created++
+			if err != nil || len(pod.Spec.Volumes) <= 1 {
+				why := "not injected"
+				if err != nil {
+					why = err.Error()
+				}
+				missed = append(missed, time.Now().Format("15:04:05.000")+" "+why)
+			}
+			mu.Unlock()
+		}
+	}()
+
+	var d appsv1.Deployment
+	if err := suite.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: release}, &d); err != nil {
+		t.Fatal(err)
+	}
+	patch := client.MergeFrom(d.DeepCopy())
+	if d.Spec.Template.Annotations == nil {
+		d.Spec.Template.Annotations = map[string]string{}
+	}
+	d.Spec.Template.Annotations["kubectl.kubernetes.io/restartedAt"] = time.Now().Format(time.RFC3339)
+	start := time.Now()
+	if err := suite.Client.Patch(ctx, &d, patch); err != nil {
+		t.Fatal(err)
+	}
+	leader := waitOperator(t, old)
+	took := time.Since(start)
+	// A little longer: the last old replica's connections end after it is gone.
+	time.Sleep(2 * time.Second)
+	close(stop)
+	<-done
+
+	t.Logf("FIGURE rolling restart: %d pods created in %s while both replicas were replaced (%s leads), %d not injected",
+		created, took.Round(time.Second), leader, len(missed))
+	for _, m := range missed {
+		t.Errorf("pod admitted without injection during the rollout: %s", m)
+	}
+	if created < 20 {
+		t.Errorf("only %d pods created during the rollout: the test proves little", created)
+	}
+}
