@@ -13,6 +13,7 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
@@ -143,6 +144,24 @@ func TestDefaultInstallWiring(t *testing.T) {
 		if !excluded {
 			t.Errorf("webhook %s namespaceSelector %+v does not exclude kube-system and %s", wh.Name, sel, namespace)
 		}
+	}
+
+	// The operator may update its own webhook configuration and no other.
+	var role rbacv1.ClusterRole
+	if err := applytest.Into(applytest.Find(objs, "ClusterRole", "stsbind-manager-role"), &role); err != nil {
+		t.Fatal(err)
+	}
+	updates := 0
+	for _, r := range role.Rules {
+		if slices.Contains(r.Resources, "mutatingwebhookconfigurations") && slices.ContainsFunc(r.Verbs, func(v string) bool { return v != "list" && v != "watch" }) {
+			updates++
+			if !slices.Equal(r.ResourceNames, []string{flags["webhook-configuration"]}) {
+				t.Errorf("the manager may %v mutatingwebhookconfigurations %v; want update on %s only", r.Verbs, r.ResourceNames, flags["webhook-configuration"])
+			}
+		}
+	}
+	if updates != 1 {
+		t.Errorf("%d rules let the manager change mutatingwebhookconfigurations, want one (its own)", updates)
 	}
 
 	var svc corev1.Service
