@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // awsClient is one client of the matrix, as README's table names it.
@@ -23,20 +24,21 @@ type awsClient struct {
 	// installed finds the program and its version; the error says how to
 	// install it.
 	installed func() (program, version string, err error)
-	// argv: for an SDK a writer making rounds writes of prefix-N to bucket,
-	// one JSON line each; for a CLI one put-object of prefix.
-	argv func(program, bucket, prefix string, rounds int) []string
+	// argv: for an SDK a writer of prefix-N to bucket, one JSON line per
+	// write, once a second until until (zero: a single write); for a CLI one
+	// put-object of prefix.
+	argv func(program, bucket, prefix string, until time.Time) []string
 }
 
 // The matrix's clients, in README's order.
 var matrixClients = []*awsClient{
 	{name: "Go, aws-sdk-go-v2", version: "v1.", sdk: true, installed: goSDK, argv: s3clientWriter},
-	{name: "boto3 1.26 (Debian)", version: "1.26.", sdk: true, installed: boto3At("/usr/bin/python3", "apt-get install python3-boto3 (.ci/run does)"), argv: pythonWriter},
-	{name: "boto3 1.43 (pip)", version: "1.43.", sdk: true, installed: pyenvBoto3, argv: pythonWriter},
+	{name: "boto3 1.26 (Debian)", version: "1.26.", sdk: true, installed: boto3At("/usr/bin/python3", "apt-get install python3-boto3 (.ci/run does)"), argv: scriptWriter("python/writer.py")},
+	{name: "boto3 1.43 (pip)", version: "1.43.", sdk: true, installed: pyenvBoto3, argv: scriptWriter("python/writer.py")},
 	{name: "AWS CLI 2.9 (Debian)", version: "2.9.", installed: cliAt(func() (string, error) { return "/usr/bin/aws", nil }, "apt-get install awscli (.ci/run does)"), argv: cliPut},
 	{name: "AWS CLI 1.45 (pip)", version: "1.45.", installed: cliAt(pyenvCLI, "the image's pip AWS CLI v1 beside the first python3 on PATH"), argv: cliPut},
-	{name: "JavaScript SDK v3", version: "3.", sdk: true, installed: jsSDK, argv: jsWriter},
-	{name: "PHP AsyncAws 1.18 (Debian)", version: "1.18.", sdk: true, installed: asyncAws, argv: phpWriter},
+	{name: "JavaScript SDK v3", version: "3.", sdk: true, installed: jsSDK, argv: scriptWriter("js/writer.mjs")},
+	{name: "PHP AsyncAws 1.18 (Debian)", version: "1.18.", sdk: true, installed: asyncAws, argv: scriptWriter("php/writer.php")},
 }
 
 // clientsDir is this package's directory, where the writers are.
@@ -48,24 +50,27 @@ func clientsDir() string {
 	return wd
 }
 
-func s3clientWriter(program, bucket, prefix string, rounds int) []string {
-	return []string{program, "-endpoint", minio.Endpoint, "-bucket", bucket, "-key", prefix, "-loop", "-every", "1s", "-rounds", strconv.Itoa(rounds)}
+func s3clientWriter(program, bucket, prefix string, until time.Time) []string {
+	argv := []string{program, "-endpoint", minio.Endpoint, "-bucket", bucket, "-key", prefix, "-loop", "-every", "1s"}
+	if until.IsZero() {
+		return append(argv, "-rounds", "1")
+	}
+	return append(argv, "-for", time.Until(until).Round(time.Millisecond).String())
 }
 
-func pythonWriter(program, bucket, prefix string, rounds int) []string {
-	return []string{program, filepath.Join(clientsDir(), "python", "writer.py"), minio.Endpoint, bucket, prefix, strconv.Itoa(rounds)}
-}
-
-func jsWriter(program, bucket, prefix string, rounds int) []string {
-	return []string{program, filepath.Join(clientsDir(), "js", "writer.mjs"), minio.Endpoint, bucket, prefix, strconv.Itoa(rounds)}
-}
-
-func phpWriter(program, bucket, prefix string, rounds int) []string {
-	return []string{program, filepath.Join(clientsDir(), "php", "writer.php"), minio.Endpoint, bucket, prefix, strconv.Itoa(rounds)}
+// scriptWriter runs writer.py, writer.mjs or writer.php: ROUNDS and UNTIL.
+func scriptWriter(script string) func(program, bucket, prefix string, until time.Time) []string {
+	return func(program, bucket, prefix string, until time.Time) []string {
+		argv := []string{program, filepath.Join(clientsDir(), script), minio.Endpoint, bucket, prefix}
+		if until.IsZero() {
+			return append(argv, "1", "0")
+		}
+		return append(argv, "0", strconv.FormatInt(until.Unix(), 10))
+	}
 }
 
 // cliPut: Debian's CLI 2.9 ignores AWS_ENDPOINT_URL, so --endpoint-url.
-func cliPut(program, bucket, key string, _ int) []string {
+func cliPut(program, bucket, key string, _ time.Time) []string {
 	return []string{program, "--endpoint-url", minio.Endpoint, "s3api", "put-object", "--bucket", bucket, "--key", key, "--body", "/etc/hostname"}
 }
 

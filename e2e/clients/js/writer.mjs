@@ -2,14 +2,16 @@
 //
 // One S3 client for the whole life of the process, as a service holds it,
 // with the SDK's default credential chain (nothing configured in code): it
-// writes PREFIX-N to BUCKET every second, ROUNDS times, and prints one JSON
-// line per write saying when it started, which access key id signed it
+// writes PREFIX-N to BUCKET every second, ROUNDS times or until the Unix
+// time UNTIL (0: no limit), and prints one JSON line per write saying when it started, which access key id signed it
 // (empty: sent unsigned) and the error, if any.
 //
-// Usage: node writer.mjs ENDPOINT BUCKET PREFIX ROUNDS
+// Usage: node writer.mjs ENDPOINT BUCKET PREFIX ROUNDS UNTIL
 import { S3Client, PutObjectCommand } from "@aws-sdk/client-s3";
 
-const [endpoint, bucket, prefix, rounds] = process.argv.slice(2);
+const [endpoint, bucket, prefix] = process.argv.slice(2);
+const [rounds, until] = process.argv.slice(5).map(Number);
+const more = (i) => (rounds === 0 || i < rounds) && (until === 0 || Date.now() / 1000 < until);
 const s3 = new S3Client({ endpoint, forcePathStyle: true });
 let signedBy = "";
 // The deserialize step runs after signing, once per attempt.
@@ -22,7 +24,7 @@ s3.middlewareStack.add(
   { step: "deserialize", name: "stsbindSignedBy" },
 );
 
-for (let i = 0; i < Number(rounds); i++) {
+for (let i = 0; more(i); i++) {
   const started = Date.now();
   signedBy = "";
   const line = { time: new Date(started).toISOString(), round: i };
@@ -33,7 +35,7 @@ for (let i = 0; i < Number(rounds); i++) {
   }
   line.accessKeyId = signedBy;
   console.log(JSON.stringify(line));
-  if (i + 1 < Number(rounds)) {
+  if (more(i + 1)) {
     await new Promise((r) => setTimeout(r, Math.max(0, 1000 - (Date.now() - started))));
   }
 }

@@ -5,12 +5,12 @@
 // one: an AbstractApi subclass, as every AsyncAws client is, whose PUT goes
 // through AsyncAws's own credential chain (cached as its clients cache it)
 // and its own SigV4 signer. One client for the whole life of the process:
-// it writes PREFIX-N to BUCKET every second, ROUNDS times, and prints one
-// JSON line per write saying when it started, which access key id signed it
+// it writes PREFIX-N to BUCKET every second, ROUNDS times or until the Unix
+// time UNTIL (0: no limit), and prints one JSON line per write saying when it started, which access key id signed it
 // (empty: the chain found nothing and the request went unsigned, as AsyncAws
 // sends it) and the error, if any.
 //
-// Usage: php writer.php ENDPOINT BUCKET PREFIX ROUNDS
+// Usage: php writer.php ENDPOINT BUCKET PREFIX ROUNDS UNTIL
 
 declare(strict_types=1);
 
@@ -82,9 +82,10 @@ if ($names !== $want) {
 }
 $recording = new Recording(new CacheProvider(new ChainProvider(array_values(array_filter($providers, fn ($p) => !$p instanceof InstanceProvider)))));
 
-[, $endpoint, $bucket, $prefix, $rounds] = $argv;
+[, $endpoint, $bucket, $prefix, $rounds, $until] = $argv;
+$more = fn (int $i) => (0 === (int) $rounds || $i < (int) $rounds) && (0.0 === (float) $until || microtime(true) < (float) $until);
 $client = new S3Writer(['endpoint' => $endpoint, 'pathStyleEndpoint' => 'true'], $recording);
-for ($i = 0; $i < (int) $rounds; ++$i) {
+for ($i = 0; $more($i); ++$i) {
     $started = microtime(true);
     $line = ['time' => gmdate('Y-m-d\TH:i:s', (int) $started) . sprintf('.%03dZ', (int) (fmod($started, 1) * 1000)), 'round' => $i];
     try {
@@ -94,7 +95,7 @@ for ($i = 0; $i < (int) $rounds; ++$i) {
     }
     $line['accessKeyId'] = $recording->last;
     echo json_encode($line), "\n";
-    if ($i + 1 < (int) $rounds) {
+    if ($more($i + 1)) {
         usleep((int) max(0, (1 - (microtime(true) - $started)) * 1e6));
     }
 }

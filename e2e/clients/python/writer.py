@@ -2,11 +2,11 @@
 
 One S3 client for the whole life of the process, as a service holds it,
 with boto3's default credential chain (nothing configured in code): it
-writes PREFIX-N to BUCKET every second, ROUNDS times, and prints one JSON
-line per write saying when it started, which access key id signed it (empty:
+writes PREFIX-N to BUCKET every second, ROUNDS times or until the Unix time
+UNTIL (0: no limit), and prints one JSON line per write saying when it started, which access key id signed it (empty:
 sent unsigned) and the error, if any.
 
-Usage: writer.py ENDPOINT BUCKET PREFIX ROUNDS
+Usage: writer.py ENDPOINT BUCKET PREFIX ROUNDS UNTIL
 """
 import datetime
 import json
@@ -15,7 +15,8 @@ import time
 
 import boto3
 
-endpoint, bucket, prefix, rounds = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+endpoint, bucket, prefix = sys.argv[1], sys.argv[2], sys.argv[3]
+rounds, until = int(sys.argv[4]), float(sys.argv[5])
 # Debian's boto3 1.26 ignores AWS_ENDPOINT_URL: the endpoint goes in here.
 s3 = boto3.client("s3", endpoint_url=endpoint)
 signed = {"key": ""}
@@ -31,7 +32,8 @@ def record(request, **_):
 
 
 s3.meta.events.register("before-send.s3", record)
-for i in range(rounds):
+i = 0
+while (rounds == 0 or i < rounds) and (until == 0 or time.time() < until):
     started = datetime.datetime.now(datetime.timezone.utc)
     signed["key"] = ""
     line = {"time": started.isoformat().replace("+00:00", "Z"), "round": i}
@@ -41,5 +43,6 @@ for i in range(rounds):
         line["error"] = "%s: %s" % (type(e).__name__, e)
     line["accessKeyId"] = signed["key"]
     print(json.dumps(line), flush=True)
-    if i + 1 < rounds:
+    i += 1
+    if rounds == 0 or i < rounds:
         time.sleep(max(0.0, 1 - (time.time() - started.timestamp())))
