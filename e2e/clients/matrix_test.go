@@ -286,7 +286,7 @@ func newMatrixPod(t *testing.T, m mode, plan stsfront.Plan) *matrixPod {
 		// envtest runs no ServiceAccount admission: the name is written out.
 		&corev1.Pod{
 			ObjectMeta: metav1.ObjectMeta{Namespace: p.ns, Name: "app"},
-			Spec: corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
+			Spec:       corev1.PodSpec{ServiceAccountName: "app", Containers: []corev1.Container{{Name: "app", Image: "registry.example/app:1"}}},
 		},
 	} {
 		if err := k8s.Create(ctx, o); err != nil {
@@ -455,4 +455,3 @@ func runOnce(t *testing.T, v *podview.View, argv []string) (string, error) {
 	out, err := cmd.CombinedOutput()
 	return string(out), err
 }
-

@@ -38,7 +38,7 @@ func TestJudgeLongRunning(t *testing.T) {
 		wantFirstNew int
 		problems     bool
 	}{
-		"new key right after the rotation": {ws: writes(30, switchAt(11)), want: refreshes, wantFirstNew: 11},
+		"new key right after the rotation":                  {ws: writes(30, switchAt(11)), want: refreshes, wantFirstNew: 11},
 		"new key at the declared expiry, before the cutoff": {ws: writes(30, switchAt(17)), want: refreshes, wantFirstNew: 17},
 		"old key until the cutoff, then refused": {ws: writes(30, func(s int) (string, string) {
 			if s < 20 {
