@@ -100,19 +100,26 @@ func boto3At(python, install string) func() (string, string, error) {
 	}
 }
 
-// pyenvPython is the real interpreter behind the first python3 on PATH (a
-// pyenv shim on the image), which the clients' PATH of /usr/bin:/bin would
-// not find.
+// pyenvPython is the image's pip Python: the real interpreter behind the
+// first python3 on PATH (a pyenv shim on the image, which the clients' PATH
+// of /usr/bin:/bin would not find), or, where PATH lacks the shims, the
+// pyenv version that has boto3.
 func pyenvPython() (string, error) {
-	out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output()
-	if err != nil {
-		return "", fmt.Errorf("no python3 on PATH: %w", err)
+	var candidates []string
+	if out, err := exec.Command("python3", "-c", "import sys; print(sys.executable)").Output(); err == nil {
+		candidates = append(candidates, strings.TrimSpace(string(out)))
 	}
-	p := strings.TrimSpace(string(out))
-	if p == "/usr/bin/python3" {
-		return "", fmt.Errorf("the first python3 on PATH is Debian's; the image's pip clients (boto3 1.43, AWS CLI 1.45) live in the pyenv Python that should come first")
+	root := os.Getenv("PYENV_ROOT")
+	if home, err := os.UserHomeDir(); root == "" && err == nil {
+		root = filepath.Join(home, ".pyenv")
 	}
-	return p, nil
+	found, _ := filepath.Glob(filepath.Join(root, "versions", "*", "bin", "python3"))
+	for _, p := range append(candidates, found...) {
+		if p != "/usr/bin/python3" && exec.Command(p, "-c", "import boto3").Run() == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("no Python with boto3 but Debian's (first python3 on PATH: %v; pyenv versions: %v): the image's pip clients (boto3 1.43, AWS CLI 1.45) live in a pyenv Python", candidates, found)
 }
 
 func pyenvBoto3() (string, string, error) {

@@ -55,7 +55,8 @@ func TestClientMatrix(t *testing.T) {
 	}
 	t.Logf("FIGURE rotation to the first request signed with the new key (the old credentials declared to expire about %.0f s after the rotation):\n  %s",
 		declaredLifetime.Seconds()/3, strings.Join(figures, "\n  "))
-	if t.Failed() {
+	// README is checked against a whole matrix only (-run may pick modes).
+	if t.Failed() || len(results) != len(modes) {
 		return
 	}
 	checkREADME(t, results)
