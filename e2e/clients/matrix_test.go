@@ -80,10 +80,14 @@ func runMode(t *testing.T, m mode, programs map[*awsClient]string) map[string]re
 
 	// The long-running writers, one per SDK, until a few writes past the cutoff.
 	end := cutoff.Add(cutoffSlack + (minAfterCutoff+3)*time.Second)
-	writers := map[*awsClient]*process{}
+	// Beside them, each CLI once in the same container, long before the
+	// cutoff.
+	writers, cliBefore := map[*awsClient]*process{}, map[*awsClient]*process{}
 	for _, c := range matrixClients {
 		if c.sdk {
 			writers[c] = startProcess(t, p.app, c.argv(programs[c], bucket, "long-"+shortName(c), end))
+		} else {
+			cliBefore[c] = startProcess(t, p.app, c.argv(programs[c], bucket, "before-"+shortName(c), time.Time{}))
 		}
 	}
 	t.Logf("binding Ready, pod viewed and writers started %s after the start; first credentials declared to expire at %s, cut off at %s",
@@ -100,14 +104,13 @@ func runMode(t *testing.T, m mode, programs map[*awsClient]string) map[string]re
 	t.Logf("rotated at %s (%s after the start), %s before the declared expiry", rot.rotated.Format("15:04:05.000"),
 		rot.rotated.Sub(start).Round(time.Millisecond), expires.Sub(rot.rotated).Round(time.Millisecond))
 
-	// Each CLI in the container from before the rotation, still before the
-	// cutoff; then every client once in a new container: a pod started now,
-	// or restarted, sees the current Secret.
+	// Every client once in a new container: a pod started now, or
+	// restarted, sees the current Secret.
 	obs := map[*awsClient]*observed{}
 	for _, c := range matrixClients {
 		obs[c] = &observed{}
 		if !c.sdk {
-			out, err := runOnce(t, p.app, c.argv(programs[c], bucket, "before-"+shortName(c), time.Time{}))
+			out, err := cliBefore[c].wait(t, cutoff)
 			obs[c].before, obs[c].beforeErr = out, judgeCommand(c, out, err)
 		}
 	}
@@ -137,8 +140,11 @@ func runMode(t *testing.T, m mode, programs map[*awsClient]string) map[string]re
 		claim := m.cells[c.name]
 		o := obs[c]
 		if c.sdk {
-			writers[c].wait(t, end.Add(30*time.Second))
-			o.long = judgeLongRunning(parseWrites(writers[c].out.String()), rot, claim.fails)
+			out, err := writers[c].wait(t, end.Add(30*time.Second))
+			if err != nil {
+				t.Errorf("%s's writer exited: %v\n%s", c.name, err, out)
+			}
+			o.long = judgeLongRunning(parseWrites(out), rot, claim.fails)
 		}
 		t.Run(c.name, func(t *testing.T) {
 			if c.sdk {

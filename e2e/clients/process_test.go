@@ -1,6 +1,7 @@
 package clients
 
 import (
+	"fmt"
 	"os/exec"
 	"testing"
 	"time"
@@ -37,19 +38,28 @@ func startProcess(t *testing.T, v *podview.View, argv []string) *process {
 	return p
 }
 
-// wait waits for the process to exit by deadline, killing it then.
-func (p *process) wait(t *testing.T, deadline time.Time) {
+// wait waits for the process to exit by deadline, killing it then, and
+// returns its output.
+func (p *process) wait(t *testing.T, deadline time.Time) (string, error) {
 	t.Helper()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	select {
 	case err := <-p.done:
 		p.done <- err
-		if err != nil {
-			t.Errorf("%s exited: %v\n%s", p.cmd.Path, err, p.out.String())
-		}
-	case <-time.After(time.Until(deadline)):
-		_ = p.cmd.Process.Kill()
-		t.Errorf("%s still running at %s: killed\n%s", p.cmd.Path, deadline.Format("15:04:05"), p.out.String())
+		return p.out.String(), err
+	case <-timer.C:
 	}
+	// A process that exited just now is not one that hung.
+	select {
+	case err := <-p.done:
+		p.done <- err
+		return p.out.String(), err
+	default:
+	}
+	_ = p.cmd.Process.Kill()
+	t.Errorf("%s still running at %s: killed\n%s", p.cmd.Path, deadline.Format("15:04:05"), p.out.String())
+	return p.out.String(), fmt.Errorf("killed at %s", deadline.Format("15:04:05"))
 }
 
 // runOnce runs a client with exactly the container's environment.
