@@ -109,8 +109,8 @@ func (p *matrixPod) materialize(s *corev1.Secret) (*podview.View, error) {
 	return podview.Materialize(p.pod, "app", secrets)
 }
 
-// rotated is the pod after the rotation: the new Secret, in its mounts
-// since rotated.
+// rotated is the pod after the rotation: the new Secret, written to its
+// mounts from rotated on.
 type rotated struct {
 	secret  *corev1.Secret
 	app     *podview.View
@@ -128,8 +128,10 @@ func (p *matrixPod) kubeletSync(oldKey string, cutoff time.Time) <-chan rotatedO
 			var s corev1.Secret
 			err := k8s.Get(context.Background(), client.ObjectKey{Namespace: p.ns, Name: p.binding}, &s)
 			if key := string(s.Data[credentials.KeyAccessKeyID]); err == nil && key != "" && key != oldKey {
+				// The new files appear from now on.
+				at := time.Now()
 				app, err := p.materialize(&s)
-				ch <- rotatedOrErr{&rotated{secret: &s, app: app, rotated: time.Now()}, err}
+				ch <- rotatedOrErr{&rotated{secret: &s, app: app, rotated: at}, err}
 				return
 			}
 			time.Sleep(100 * time.Millisecond)
