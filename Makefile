@@ -70,8 +70,14 @@ minio: ## Build or reuse the MinIO server used as STS and S3 by the e2e tests an
 	@hack/minio.sh >/dev/null
 
 .PHONY: test
-test: verify-generated fmt vet lint-dockerfile helm kustomize ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, moto, AWS CLI, boto3), a real node (kubelet + containerd), Helm chart and kustomize.
+test: verify-generated fmt vet lint-dockerfile helm kustomize js-client ## Run every test: unit, envtest (real kube-apiserver + etcd), e2e (MinIO, moto, the client matrix of seven AWS clients), a real node (kubelet + containerd), Helm chart and kustomize.
 	KUBEBUILDER_ASSETS="$$(hack/envtest-assets.sh)" STSBIND_NODE_ASSETS="$$(hack/node-assets.sh)" STSBIND_MINIO="$$(hack/minio.sh)" go test $(GO_TEST_FLAGS) ./...
+
+JS_CLIENT := e2e/clients/js
+.PHONY: js-client
+js-client: $(JS_CLIENT)/node_modules/.package-lock.json ## Install the client matrix's AWS SDK for JavaScript from its lockfile (npm ci).
+$(JS_CLIENT)/node_modules/.package-lock.json: $(JS_CLIENT)/package.json $(JS_CLIENT)/package-lock.json
+	cd $(JS_CLIENT) && npm ci --no-audit --no-fund --no-update-notifier --loglevel=error
 
 .PHONY: demo
 demo: manifests ## Run the product on a real one-node cluster here (chart, provider, binding, a real pod listing a bucket); envtest where no node can run. Ctrl-C stops.

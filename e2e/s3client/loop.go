@@ -28,8 +28,9 @@ type Write struct {
 }
 
 // writeLoop creates the bucket (retrying until it can), then writes
-// prefix-N every interval until total has passed or SIGTERM arrives.
-func writeLoop(ctx context.Context, client *s3.Client, bucket, prefix string, every, total time.Duration) {
+// prefix-N every interval until total has passed, rounds writes were made
+// (0: no limit) or SIGTERM arrives.
+func writeLoop(ctx context.Context, client *s3.Client, bucket, prefix string, every, total time.Duration, rounds int) {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 	if total > 0 {
@@ -61,6 +62,9 @@ func writeLoop(ctx context.Context, client *s3.Client, bucket, prefix string, ev
 			w.Error = err.Error()
 		}
 		_ = enc.Encode(w)
+		if rounds > 0 && i+1 >= rounds {
+			return
+		}
 		select {
 		case <-ctx.Done():
 			return

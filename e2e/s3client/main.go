@@ -9,9 +9,9 @@
 //
 // With -loop it is a long-running writer: one client for its whole life, one
 // object written every -every (default 1s) until -for has passed (0: until
-// SIGTERM), and one JSON line per write saying when it was sent, which access
-// key id signed it and the error if any, so a caller sees the moment a
-// rotated key is first used.
+// SIGTERM) or -rounds writes were made, and one JSON line per write saying
+// when it was sent, which access key id signed it and the error if any, so a
+// caller sees the moment a rotated key is first used.
 package main
 
 import (
@@ -38,6 +38,7 @@ func main() {
 	every := flag.Duration("every", 0, "repeat at this interval (0: once)")
 	total := flag.Duration("for", 0, "with -every or -loop, how long to keep going (-loop: 0 is until SIGTERM)")
 	loop := flag.Bool("loop", false, "write an object every -every and log which access key id signed it")
+	rounds := flag.Int("rounds", 0, "with -loop, stop after this many writes (0: no limit)")
 	flag.Parse()
 
 	ctx := context.Background()
@@ -51,7 +52,7 @@ func main() {
 		o.UsePathStyle = true
 	})
 	if *loop {
-		writeLoop(ctx, client, *bucket, *key, cmp.Or(*every, time.Second), *total)
+		writeLoop(ctx, client, *bucket, *key, cmp.Or(*every, time.Second), *total, *rounds)
 		return
 	}
 	if *every == 0 {

@@ -1,0 +1,163 @@
+// Package stsfront is an STS in front of MinIO for rotation tests: the first
+// credentials of a planned session stop working at a cutoff and declare a
+// short Expiration, so a rotation can be forced without sleeping out
+// MinIO's 15-minute minimum session.
+package stsfront
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Front is an STS in front of MinIO for rotation tests: it forwards
+// every request unchanged, except the first successful
+// AssumeRoleWithWebIdentity of a session name given a Plan. That call gets
+// a session policy that MinIO stops honouring at the plan's cutoff
+// (aws:CurrentTime), and its answer declares the plan's expiration instead
+// of MinIO's, so clients re-read their credentials without anyone sleeping
+// out the 15-minute minimum session. Later calls of that session (the
+// refresh) pass through: real, long-lived credentials.
+type Front struct {
+	// URL is http://<host>:<port>.
+	URL string
+
+	srv    *http.Server
+	target *url.URL
+	mu     sync.Mutex
+	plans  map[string]*Plan // by RoleSessionName
+}
+
+// Plan is what the first credentials of a session carry.
+type Plan struct {
+	// Cutoff is when MinIO stops accepting them.
+	Cutoff time.Time
+	// Expiration is the Expiration declared to the controller (and so
+	// written into the Secret); zero keeps MinIO's.
+	Expiration time.Time
+
+	// Issued is the access key id answered, once the plan is used.
+	Issued string
+}
+
+var expirationElement = regexp.MustCompile(`<Expiration>[^<]*</Expiration>`)
+var accessKeyElement = regexp.MustCompile(`<AccessKeyId>([^<]*)</AccessKeyId>`)
+
+// Start starts a front for the MinIO at minioURL, listening on a free port
+// of host (127.0.0.1, or the real node's bridge address where pods reach it).
+func Start(host, minioURL string) (*Front, error) {
+	target, err := url.Parse(minioURL)
+	if err != nil {
+		return nil, err
+	}
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return nil, err
+	}
+	f := &Front{URL: "http://" + l.Addr().String(), target: target, plans: map[string]*Plan{}}
+	rp := httputil.NewSingleHostReverseProxy(target)
+	f.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { f.serve(w, r, rp) })}
+	go func() { _ = f.srv.Serve(l) }()
+	return f, nil
+}
+
+// Close stops the front.
+func (f *Front) Close() { _ = f.srv.Close() }
+
+// SetPlan applies p to the next successful AssumeRoleWithWebIdentity of the
+// session name.
+func (f *Front) SetPlan(sessionName string, p Plan) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.plans[sessionName] = &p
+}
+
+// Issued is the access key id the plan of the session name was used for;
+// empty until then.
+func (f *Front) Issued(sessionName string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.plans[sessionName]; p != nil {
+		return p.Issued
+	}
+	return ""
+}
+
+// CutoffPolicy allows everything in S3 until cutoff.
+func CutoffPolicy(cutoff time.Time) string {
+	return fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"],`+
+		`"Condition":{"DateLessThan":{"aws:CurrentTime":"%s"}}}]}`, cutoff.UTC().Format(time.RFC3339))
+}
+
+func (f *Front) serve(w http.ResponseWriter, r *http.Request, rp *httputil.ReverseProxy) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	form, _ := url.ParseQuery(string(body))
+	var plan *Plan
+	if r.Method == http.MethodPost && form.Get("Action") == "AssumeRoleWithWebIdentity" {
+		f.mu.Lock()
+		if p := f.plans[form.Get("RoleSessionName")]; p != nil && p.Issued == "" {
+			plan = p
+		}
+		f.mu.Unlock()
+	}
+	if plan == nil {
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		rp.ServeHTTP(w, r)
+		return
+	}
+	if form.Get("Policy") != "" {
+		http.Error(w, "stsfront: a planned session must not carry its own policy", http.StatusBadRequest)
+		return
+	}
+	form.Set("Policy", CutoffPolicy(plan.Cutoff))
+	encoded := form.Encode()
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, f.target.String()+r.URL.RequestURI(), strings.NewReader(encoded))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out.Header = r.Header.Clone()
+	out.Header.Set("Content-Length", strconv.Itoa(len(encoded)))
+	resp, err := http.DefaultClient.Do(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if resp.StatusCode == http.StatusOK {
+		if !plan.Expiration.IsZero() {
+			answer = expirationElement.ReplaceAll(answer, []byte("<Expiration>"+plan.Expiration.UTC().Format(time.RFC3339)+"</Expiration>"))
+		}
+		if m := accessKeyElement.FindSubmatch(answer); m != nil {
+			f.mu.Lock()
+			plan.Issued = string(m[1])
+			f.mu.Unlock()
+		}
+	}
+	for k, v := range resp.Header {
+		if k != "Content-Length" {
+			w.Header()[k] = v
+		}
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
+	w.WriteHeader(resp.StatusCode)
+	_, _ = w.Write(answer)
+}
