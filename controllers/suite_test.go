@@ -169,6 +169,9 @@ func startManager(ctx context.Context, o managerOptions) (<-chan struct{}, error
 	if err := r.SetupWithManager(mgr); err != nil {
 		return nil, err
 	}
+	if err := newRestartReconciler(mgr, o.skipNameCheck).SetupWithManager(mgr); err != nil {
+		return nil, err
+	}
 	if !o.skipNameCheck {
 		// One provider status writer is enough; the restart managers skip it.
 		if err := (&controllers.ClusterSTSProviderReconciler{

@@ -21,6 +21,20 @@ const (
 	InjectionNone InjectionMode = "None"
 )
 
+// RestartOnRotation says whether the workloads whose pods hold a binding's
+// credentials in environment variables are restarted when they rotate.
+// +kubebuilder:validation:Enum=Never;Rollout
+type RestartOnRotation string
+
+const (
+	// RestartNever leaves the pods alone: Env containers keep the values
+	// they started with until they expire.
+	RestartNever RestartOnRotation = "Never"
+	// RestartRollout rolls out the Deployments, StatefulSets and DaemonSets
+	// whose pods hold the replaced credentials.
+	RestartRollout RestartOnRotation = "Rollout"
+)
+
 // Condition types and reasons of an IAMRoleBinding.
 const (
 	// ConditionReady is True while the Secret holds valid credentials: for
@@ -61,6 +75,14 @@ const (
 	ReasonNamespaceNotAllowed       = "NamespaceNotAllowed"
 	ReasonRoleNotAllowed            = "RoleNotAllowed"
 	ReasonSessionDurationNotAllowed = "SessionDurationNotAllowed"
+
+	// Restart on rotation (events only; status.restart holds the state).
+	ReasonRolloutRestarted   = "RolloutRestarted"
+	ReasonRolloutDeferred    = "RolloutDeferred"
+	ReasonRolloutFailed      = "RolloutFailed"
+	ReasonRolloutRefused     = "RolloutRefused"
+	ReasonRolloutIneffective = "RolloutIneffective"
+	ReasonPodsNotRestartable = "PodsNotRestartable"
 )
 
 // Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.
@@ -79,6 +101,13 @@ const (
 	AnnotationInject = "stsbind.dev/inject"
 	// AnnotationDefaultBinding on a pod names the binding the AWS_* variables point at.
 	AnnotationDefaultBinding = "stsbind.dev/default-binding"
+
+	// AnnotationRestartPrefix, followed by the binding's name, is the pod
+	// template annotation a restart on rotation writes: its value is the
+	// credentials' identity (RestartStatus.Credentials), never a time, so
+	// that two rotations always differ and a repeated restart writes the
+	// same value again.
+	AnnotationRestartPrefix = "restart.stsbind.dev/"
 
 	// SecretType is the type of every Secret stsbind writes.
 	SecretType = "stsbind.dev/aws-credentials"
@@ -255,6 +284,7 @@ type ProviderReference struct {
 type PolicyARN string
 
 // Injection says how the webhook hands a binding's credentials to pods.
+// +kubebuilder:validation:XValidation:rule="!has(self.restartOnRotation) || self.restartOnRotation == 'Never' || (has(self.mode) && self.mode in ['Env', 'None'])",fieldPath=".restartOnRotation",message="restartOnRotation: Rollout needs mode Env (or None, with the variables wired by hand): Files and Endpoint pods read refreshed credentials without a restart"
 type Injection struct {
 	// mode is how the credentials reach the containers: Files (default; a
 	// mounted profile whose credential_process re-reads refreshed credentials),
@@ -273,6 +303,19 @@ type Injection struct {
 	// +kubebuilder:validation:items:MaxLength=63
 	// +kubebuilder:validation:items:Pattern=`^[a-z0-9]([-a-z0-9]*[a-z0-9])?$`
 	Containers []string `json:"containers,omitempty"`
+
+	// restartOnRotation: Rollout restarts the Deployments, StatefulSets and
+	// DaemonSets of this namespace whose pods run as serviceAccountName and
+	// read this binding's Secret into environment variables, each time the
+	// controller replaces the credentials those pods hold (a refresh, a spec
+	// change, a repaired Secret), right after the new Secret is written. The
+	// restart sets the pod template annotation restart.stsbind.dev/<binding>
+	// to the new credentials' identity; a controller restart over unchanged
+	// credentials restarts nothing. A workload is restarted at most once per
+	// the controller's --restart-min-interval, but never later than halfway
+	// to the expiry of the credentials its pods hold. Default: Never.
+	// +optional
+	RestartOnRotation RestartOnRotation `json:"restartOnRotation,omitempty"`
 }
 
 // IAMRoleBindingStatus is what the controller observed.
@@ -338,6 +381,67 @@ type IAMRoleBindingStatus struct {
 	// (may be empty on STS-compatible servers).
 	// +optional
 	Subject string `json:"subject,omitempty"`
+
+	// restart is the state of spec.injection.restartOnRotation.
+	// +optional
+	Restart *RestartStatus `json:"restart,omitempty"`
+}
+
+// RestartStatus records the restarts on rotation of a binding's workloads.
+type RestartStatus struct {
+	// credentials identifies the credentials the last restart round was for:
+	// the first 16 hex digits of the Secret's stsbind.dev/data-hash (a hash,
+	// not key material). A Secret whose hash differs holds rotated
+	// credentials and starts a new round.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Credentials string `json:"credentials,omitempty"`
+
+	// expiration is when those credentials expire: the pods restarted for
+	// them hold them until the next round, which never puts a restart off
+	// past halfway to this time.
+	// +optional
+	Expiration *metav1.Time `json:"expiration,omitempty"`
+
+	// workloads are the Deployments, StatefulSets and DaemonSets whose pods
+	// held the binding's credentials in environment variables at the last
+	// round.
+	// +optional
+	// +listType=map
+	// +listMapKey=kind
+	// +listMapKey=name
+	// +kubebuilder:validation:MaxItems=100
+	Workloads []WorkloadRestart `json:"workloads,omitempty"`
+}
+
+// WorkloadRestart is one workload's restarts on rotation.
+type WorkloadRestart struct {
+	// kind is Deployment, StatefulSet or DaemonSet (group apps).
+	// +required
+	// +kubebuilder:validation:Enum=Deployment;StatefulSet;DaemonSet
+	Kind string `json:"kind"`
+
+	// name of the workload, in the binding's namespace.
+	// +required
+	// +kubebuilder:validation:MinLength=1
+	// +kubebuilder:validation:MaxLength=253
+	Name string `json:"name"`
+
+	// credentials is the identity its pod template's
+	// restart.stsbind.dev/<binding> annotation carries; empty when it was
+	// never restarted.
+	// +optional
+	// +kubebuilder:validation:MaxLength=64
+	Credentials string `json:"credentials,omitempty"`
+
+	// lastRestartTime is when stsbind last restarted it.
+	// +optional
+	LastRestartTime *metav1.Time `json:"lastRestartTime,omitempty"`
+
+	// nextRestartTime is set while a restart waits: for the minimum interval
+	// since the last one, or for a retry after a failed one.
+	// +optional
+	NextRestartTime *metav1.Time `json:"nextRestartTime,omitempty"`
 }
 
 // IAMRoleBinding binds a ServiceAccount to an IAM role: the controller keeps

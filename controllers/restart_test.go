@@ -1,0 +1,520 @@
+package controllers_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/zap/zapcore"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/yaml"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/controllers"
+	"github.com/stsbind/stsbind/internal/testrig/testenv"
+)
+
+// testRestartMinInterval is the managers' --restart-min-interval: longer
+// than any test, so a second restart within a test waits, and only the
+// held credentials' expiry can end the wait.
+const testRestartMinInterval = time.Hour
+
+// newRestartReconciler is the restart-on-rotation controller as main.go
+// builds it, its workload patches counted.
+func newRestartReconciler(mgr ctrl.Manager, skipNameCheck bool) *controllers.RestartReconciler {
+	return &controllers.RestartReconciler{
+		Client:             patchCounting{mgr.GetClient()},
+		APIReader:          mgr.GetAPIReader(),
+		Recorder:           mgr.GetEventRecorder("stsbind"),
+		MinInterval:        testRestartMinInterval,
+		SkipNameValidation: skipNameCheck,
+	}
+}
+
+// workloadPatches counts the patches of Deployments, StatefulSets and
+// DaemonSets by "namespace/name", whether or not they changed anything:
+// "writes nothing" means no request at all.
+var workloadPatches = &counter{n: map[string]int{}}
+
+type patchCounting struct{ client.Client }
+
+func (c patchCounting) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.PatchOption) error {
+	switch obj.(type) {
+	case *appsv1.Deployment, *appsv1.StatefulSet, *appsv1.DaemonSet:
+		workloadPatches.add(obj.GetNamespace() + "/" + obj.GetName())
+	}
+	return c.Client.Patch(ctx, obj, patch, opts...)
+}
+
+// envBinding is a binding in Env mode that restarts on rotation.
+func (f *fixture) envBinding(name string, labels map[string]string) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	return f.binding(name, func(b *stsbindv1.IAMRoleBinding) {
+		b.Labels = labels
+		b.Spec.Injection = stsbindv1.Injection{Mode: stsbindv1.InjectionEnv, RestartOnRotation: stsbindv1.RestartRollout}
+	})
+}
+
+// envPod is a pod as the webhook leaves it in Env mode: variables from the
+// Secret (none when secret is empty).
+func envPod(ns, name, sa, secret string) *corev1.Pod {
+	c := corev1.Container{Name: "app", Image: "app"}
+	if secret != "" {
+		for _, k := range []string{"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"} {
+			c.Env = append(c.Env, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
+				LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: k}}})
+		}
+	}
+	return &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app": name}},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{c}},
+	}
+}
+
+func template(name, sa string) corev1.PodTemplateSpec {
+	return corev1.PodTemplateSpec{
+		ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": name}},
+		Spec:       corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "app", Image: "app"}}},
+	}
+}
+
+func controllerRef(o client.Object, kind string) metav1.OwnerReference {
+	return metav1.OwnerReference{APIVersion: "apps/v1", Kind: kind, Name: o.GetName(), UID: o.GetUID(), Controller: ptr.To(true)}
+}
+
+// deployment creates what kube-controller-manager would (envtest runs
+// none): a Deployment whose template runs as templateSA, its ReplicaSet,
+// and one pod of podSA reading secret ("" for none).
+func (f *fixture) deployment(name, templateSA, podSA, secret string) *appsv1.Deployment {
+	f.t.Helper()
+	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}
+	d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: appsv1.DeploymentSpec{Selector: sel, Template: template(name, templateSA)}}
+	f.create(d)
+	rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name + "-5d8f7c", OwnerReferences: []metav1.OwnerReference{controllerRef(d, "Deployment")}},
+		Spec: appsv1.ReplicaSetSpec{Selector: sel, Template: template(name, templateSA)}}
+	f.create(rs)
+	pod := envPod(f.ns, name+"-5d8f7c-x1", podSA, secret)
+	pod.OwnerReferences = []metav1.OwnerReference{controllerRef(rs, "ReplicaSet")}
+	f.create(pod)
+	return d
+}
+
+func (f *fixture) statefulSet(name, sa, secret string) *appsv1.StatefulSet {
+	f.t.Helper()
+	s := &appsv1.StatefulSet{ObjectMeta: metav1.ObjectMeta{Namespace: f.ns, Name: name},
+		Spec: appsv1.StatefulSetSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": name}}, Template: template(name, sa)}}
+	f.create(s)
+	pod := envPod(f.ns, name+"-0", sa, secret)
+	pod.OwnerReferences = []metav1.OwnerReference{controllerRef(s, "StatefulSet")}
+	f.create(pod)
+	return s
+}
+
+// annotation is the workload's restart annotation for the binding.
+func (f *fixture) annotation(obj client.Object, binding string) string {
+	f.t.Helper()
+	if err := f.get(obj, obj.GetName()); err != nil {
+		f.t.Fatal(err)
+	}
+	switch w := obj.(type) {
+	case *appsv1.Deployment:
+		return w.Spec.Template.Annotations[stsbindv1.AnnotationRestartPrefix+binding]
+	case *appsv1.StatefulSet:
+		return w.Spec.Template.Annotations[stsbindv1.AnnotationRestartPrefix+binding]
+	}
+	f.t.Fatalf("%T", obj)
+	return ""
+}
+
+// credentialsID is the identity the controller writes: the head of the
+// Secret's data hash.
+func (f *fixture) credentialsID(secret string) string {
+	f.t.Helper()
+	return f.secret(secret).Annotations[stsbindv1.AnnotationDataHash][:16]
+}
+
+// waitRestartStatus waits until status.restart names the Secret's current
+// credentials and cond holds for it.
+func (f *fixture) waitRestartStatus(name string, cond func(*stsbindv1.RestartStatus) (bool, string)) *stsbindv1.IAMRoleBinding {
+	f.t.Helper()
+	var b stsbindv1.IAMRoleBinding
+	eventually(f.t, 30*time.Second, func() (bool, string) {
+		if err := f.get(&b, name); err != nil {
+			return false, err.Error()
+		}
+		want := f.credentialsID(name)
+		if b.Status.Restart == nil || b.Status.Restart.Credentials != want {
+			return false, fmt.Sprintf("status.restart %+v, want credentials %s", b.Status.Restart, want)
+		}
+		if cond == nil {
+			return true, ""
+		}
+		return cond(b.Status.Restart)
+	})
+	return &b
+}
+
+// rotate changes the session duration, which re-issues the credentials at
+// once, and returns the new credentials' identity.
+func (f *fixture) rotate(name string, d string) string {
+	f.t.Helper()
+	before := f.credentialsID(name)
+	var b stsbindv1.IAMRoleBinding
+	if err := f.get(&b, name); err != nil {
+		f.t.Fatal(err)
+	}
+	f.update(&b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = d })
+	var after string
+	eventually(f.t, 30*time.Second, func() (bool, string) {
+		after = f.credentialsID(name)
+		return after != before, "the Secret still holds the credentials " + before
+	})
+	return after
+}
+
+func entry(st *stsbindv1.RestartStatus, kind, name string) *stsbindv1.WorkloadRestart {
+	for i := range st.Workloads {
+		if st.Workloads[i].Kind == kind && st.Workloads[i].Name == name {
+			return &st.Workloads[i]
+		}
+	}
+	return nil
+}
+
+// TestRestartOnRotation: the first credentials restart nothing; a rotation
+// restarts the Deployment and the StatefulSet whose pods read the Secret
+// into variables, once each, with the new credentials' identity in their pod
+// templates, not a time; a Deployment of the same ServiceAccount whose pods
+// do not read the Secret, and a bare pod, are not restarted (the bare pod is
+// reported). A reconcile without a rotation writes nothing.
+func TestRestartOnRotation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	web := f.deployment("web", f.sa, f.sa, "env")
+	db := f.statefulSet("db", f.sa, "env")
+	files := f.deployment("files", f.sa, f.sa, "")
+	f.create(envPod(f.ns, "loner", f.sa, "env"))
+	f.envBinding("env", nil)
+	f.waitReady("env", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	first := f.credentialsID("env")
+	f.waitRestartStatus("env", nil)
+	for _, o := range []client.Object{web, db, files} {
+		if got := f.annotation(o, "env"); got != "" {
+			t.Errorf("%s restarted for the first credentials: %q", o.GetName(), got)
+		}
+	}
+
+	second := f.rotate("env", "2h")
+	b := f.waitRestartStatus("env", func(st *stsbindv1.RestartStatus) (bool, string) {
+		for _, w := range []string{"Deployment/web", "StatefulSet/db"} {
+			kind, name, _ := strings.Cut(w, "/")
+			if e := entry(st, kind, name); e == nil || e.Credentials != st.Credentials || e.LastRestartTime == nil {
+				return false, fmt.Sprintf("%s: %+v", w, e)
+			}
+		}
+		return true, ""
+	})
+	if second == first {
+		t.Fatal("the rotation kept the data hash")
+	}
+	for _, o := range []client.Object{web, db} {
+		if got := f.annotation(o, "env"); got != second {
+			t.Errorf("%s template annotation %q, want %q", o.GetName(), got, second)
+		}
+	}
+	if got := f.annotation(files, "env"); got != "" {
+		t.Errorf("the Deployment whose pods do not read the Secret was restarted: %q", got)
+	}
+	if len(b.Status.Restart.Workloads) != 2 {
+		t.Errorf("status lists %+v", b.Status.Restart.Workloads)
+	}
+	ev := f.waitEvent("env", corev1.EventTypeNormal, stsbindv1.ReasonRolloutRestarted)
+	if ev.Related == nil || (ev.Related.Name != "web" && ev.Related.Name != "db") {
+		t.Errorf("RolloutRestarted event without the workload: %+v", ev.Related)
+	}
+	if ev := f.waitEvent("env", corev1.EventTypeWarning, stsbindv1.ReasonPodsNotRestartable); !strings.Contains(ev.Note, "loner") {
+		t.Errorf("PodsNotRestartable does not name the bare pod: %s", ev.Note)
+	}
+
+	// A spec change that leaves the credentials alone reconciles the
+	// binding again; nothing is restarted, nothing even patched.
+	var cur stsbindv1.IAMRoleBinding
+	if err := f.get(&cur, "env"); err != nil {
+		t.Fatal(err)
+	}
+	checked := strings.Count(logs.String(), "Checked IAMRoleBinding restarts")
+	f.update(&cur, func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Containers = []string{"app"} })
+	eventually(t, 15*time.Second, func() (bool, string) {
+		return strings.Count(logs.String(), "Checked IAMRoleBinding restarts") > checked, "no reconcile after the spec change"
+	})
+	for _, o := range []client.Object{web, db} {
+		if n := workloadPatches.get(f.ns + "/" + o.GetName()); n != 1 {
+			t.Errorf("%s patched %d times for one rotation", o.GetName(), n)
+		}
+	}
+	if n := workloadPatches.get(f.ns + "/files"); n != 0 {
+		t.Errorf("files patched %d times", n)
+	}
+}
+
+// TestRestartTwoQuickRotations (VSO #1228): two rotations a second apart
+// give two different template values, so the second restart is not
+// skipped. It waits for the minimum interval (an hour here), but not past
+// halfway to the expiry of the credentials the pods got from the first
+// restart (30 s here), so it comes before they expire.
+func TestRestartTwoQuickRotations(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	web := f.deployment("web", f.sa, f.sa, "quick")
+	f.envBinding("quick", nil)
+	f.waitReady("quick", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	f.waitRestartStatus("quick", nil)
+
+	fake.SetLifetime(f.role, 30*time.Second)
+	second := f.rotate("quick", "2h")
+	heldExpiry, err := time.Parse(time.RFC3339, f.secret("quick").Annotations[stsbindv1.AnnotationExpiration])
+	if err != nil {
+		t.Fatal(err)
+	}
+	fake.SetLifetime(f.role, 0)
+	var firstRestart time.Time
+	f.waitRestartStatus("quick", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "web")
+		if e == nil || e.Credentials != second || e.LastRestartTime == nil {
+			return false, fmt.Sprintf("web: %+v", e)
+		}
+		firstRestart = e.LastRestartTime.Time
+		return true, ""
+	})
+	third := f.rotate("quick", "3h")
+	if third == second {
+		t.Fatal("two rotations gave one identity")
+	}
+	f.waitEvent("quick", corev1.EventTypeNormal, stsbindv1.ReasonRolloutDeferred)
+	b := f.waitRestartStatus("quick", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "web")
+		if e == nil || e.Credentials != third || e.NextRestartTime != nil {
+			return false, fmt.Sprintf("web: %+v", e)
+		}
+		return true, ""
+	})
+	if got := f.annotation(web, "quick"); got != third {
+		t.Errorf("template annotation %q, want %q", got, third)
+	}
+	last := entry(b.Status.Restart, "Deployment", "web").LastRestartTime.Time
+	if !last.After(firstRestart) || !last.Before(heldExpiry) {
+		t.Errorf("second restart at %s: want after the first (%s) and before the held credentials expire (%s)", last, firstRestart, heldExpiry)
+	}
+	t.Logf("second restart %s after the first; the held credentials had %s left",
+		last.Sub(firstRestart), heldExpiry.Sub(last))
+	if n := workloadPatches.get(f.ns + "/web"); n != 2 {
+		t.Errorf("web patched %d times for two rotations", n)
+	}
+}
+
+// TestRestartOnlyWhatUsesTheBinding attacks as a tenant: a pod that reads
+// the Secret and names a ReplicaSet of a Deployment whose pods run as
+// another ServiceAccount; a pod naming a ReplicaSet with a wrong UID; a
+// Deployment whose pods read the Secret by hand as another ServiceAccount;
+// and the same Deployment in another namespace. Only the binding's own
+// Deployment (the control) is restarted.
+func TestRestartOnlyWhatUsesTheBinding(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	other := newFixture(t)
+	other.serviceAccount()
+	web := f.deployment("web", f.sa, f.sa, "creds")
+	victim := f.deployment("victim", "other", "other", "")
+	var victimRS appsv1.ReplicaSet
+	if err := f.get(&victimRS, "victim-5d8f7c"); err != nil {
+		t.Fatal(err)
+	}
+	forged := envPod(f.ns, "forged", f.sa, "creds")
+	forged.OwnerReferences = []metav1.OwnerReference{controllerRef(&victimRS, "ReplicaSet")}
+	f.create(forged)
+	stale := f.deployment("stale", f.sa, f.sa, "")
+	wrongUID := envPod(f.ns, "wrong-uid", f.sa, "creds")
+	wrongUID.OwnerReferences = []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "ReplicaSet", Name: "stale-5d8f7c", UID: "00000000-0000-0000-0000-000000000000", Controller: ptr.To(true)}}
+	f.create(wrongUID)
+	byHand := f.deployment("by-hand", "other", "other", "creds")
+	elsewhere := other.deployment("web", other.sa, other.sa, "creds")
+
+	f.envBinding("creds", nil)
+	f.waitReady("creds", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	f.waitRestartStatus("creds", nil)
+	rotated := f.rotate("creds", "2h")
+	f.waitRestartStatus("creds", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "web")
+		return e != nil && e.Credentials == rotated, fmt.Sprintf("web: %+v", e)
+	})
+	if got := f.annotation(web, "creds"); got != rotated {
+		t.Fatalf("the control was not restarted: %q", got)
+	}
+	ev := f.waitEvent("creds", corev1.EventTypeWarning, stsbindv1.ReasonRolloutRefused)
+	if !strings.Contains(ev.Note, "forged") || !strings.Contains(ev.Note, "victim") {
+		t.Errorf("RolloutRefused: %s", ev.Note)
+	}
+	for _, o := range []client.Object{victim, stale, byHand} {
+		if got := f.annotation(o, "creds"); got != "" || workloadPatches.get(f.ns+"/"+o.GetName()) != 0 {
+			t.Errorf("%s restarted (%q)", o.GetName(), got)
+		}
+	}
+	if got := other.annotation(elsewhere, "creds"); got != "" || workloadPatches.get(other.ns+"/web") != 0 {
+		t.Errorf("the Deployment of another namespace was restarted (%q)", got)
+	}
+}
+
+// TestRestartNothingAfterOperatorRestart: a controller that starts over
+// Secrets it did not change reads the record of the last round and writes
+// nothing: no workload patch, for a binding that restarted a Deployment
+// and for one that only recorded its first credentials.
+func TestRestartNothingAfterOperatorRestart(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	only := labels.NewSelector().Add(mustRequirement(labelRestart, selection.Equals, []string{"rollout"}))
+	mine := map[string]string{labelRestart: "rollout"}
+
+	ctx, stop := context.WithCancel(context.Background())
+	stopped, err := startManager(ctx, managerOptions{bindingSelector: only, skipNameCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rolled := f.deployment("rolled", f.sa, f.sa, "rolled")
+	fresh := f.deployment("fresh", f.sa, f.sa, "fresh")
+	f.envBinding("rolled", mine)
+	f.envBinding("fresh", mine)
+	for _, name := range []string{"rolled", "fresh"} {
+		f.waitReady(name, metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+		f.waitRestartStatus(name, nil)
+	}
+	id := f.rotate("rolled", "2h")
+	f.waitRestartStatus("rolled", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "rolled")
+		return e != nil && e.Credentials == id, fmt.Sprintf("%+v", e)
+	})
+	stop()
+	<-stopped
+	versions := map[string]string{}
+	for _, d := range []*appsv1.Deployment{rolled, fresh} {
+		if err := f.get(d, d.Name); err != nil {
+			t.Fatal(err)
+		}
+		versions[d.Name] = d.ResourceVersion
+	}
+	patches := workloadPatches.get(f.ns+"/rolled") + workloadPatches.get(f.ns+"/fresh")
+	if patches != 1 {
+		t.Fatalf("%d patches before the restart, want 1", patches)
+	}
+
+	restartLogs := &testenv.SyncBuffer{}
+	logger := zap.New(zap.WriteTo(restartLogs), zap.Level(zapcore.Level(-2))).WithName("restarted")
+	ctx, stop = context.WithCancel(context.Background())
+	defer stop()
+	if _, err := startManager(ctx, managerOptions{bindingSelector: only, skipNameCheck: true, logger: &logger}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, func() (bool, string) {
+		for _, name := range []string{"rolled", "fresh"} {
+			if !checkedAfterRestart(restartLogs.String(), f.ns, name) {
+				return false, name + " not checked yet"
+			}
+		}
+		return true, ""
+	})
+	if got := workloadPatches.get(f.ns+"/rolled") + workloadPatches.get(f.ns+"/fresh"); got != patches {
+		t.Errorf("the restarted controller patched workloads %d times", got-patches)
+	}
+	for _, d := range []*appsv1.Deployment{rolled, fresh} {
+		if err := f.get(d, d.Name); err != nil {
+			t.Fatal(err)
+		}
+		if d.ResourceVersion != versions[d.Name] {
+			t.Errorf("%s changed after the restart", d.Name)
+		}
+	}
+	_, _ = logs.Write([]byte(restartLogs.String()))
+}
+
+// checkedAfterRestart finds the restart controller's "nothing rotated" line
+// for the binding in a manager's log.
+func checkedAfterRestart(log, ns, name string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, "Checked IAMRoleBinding restarts: nothing rotated") &&
+			strings.Contains(line, `"name":"`+name+`"`) && strings.Contains(line, `"namespace":"`+ns+`"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// TestRestartWithGeneratedRBAC runs the controllers as a user holding only
+// the ClusterRole generated from the markers: the pod list, the ReplicaSet
+// read and the Deployment patch are all allowed by it.
+func TestRestartWithGeneratedRBAC(t *testing.T) {
+	t.Parallel()
+	raw, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "config", "rbac", "role.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var role rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(raw, &role); err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t)
+	role.Name = "stsbind-restart-rbac-" + f.ns
+	f.create(&role)
+	user := role.Name
+	f.create(&rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: rbacv1.UserKind, Name: user}},
+	})
+	restricted, err := env.ControlPlane.AddUser(envtest.User{Name: user}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	only := labels.NewSelector().Add(mustRequirement(labelRestart, selection.Equals, []string{"restart-rbac"}))
+	if _, err := startManager(ctx, managerOptions{bindingSelector: only, skipNameCheck: true, config: restricted.Config()}); err != nil {
+		t.Fatal(err)
+	}
+	f.serviceAccount()
+	web := f.deployment("web", f.sa, f.sa, "rbac")
+	f.envBinding("rbac", map[string]string{labelRestart: "restart-rbac"})
+	f.waitReady("rbac", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	f.waitRestartStatus("rbac", nil)
+	id := f.rotate("rbac", "2h")
+	f.waitRestartStatus("rbac", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "web")
+		return e != nil && e.Credentials == id && e.NextRestartTime == nil, fmt.Sprintf("%+v", e)
+	})
+	if got := f.annotation(web, "rbac"); got != id {
+		t.Errorf("template annotation %q, want %q", got, id)
+	}
+	for _, e := range f.events("rbac") {
+		if e.Type == corev1.EventTypeWarning {
+			t.Errorf("Warning %s: %s", e.Reason, e.Note)
+		}
+	}
+}
+
