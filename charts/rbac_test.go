@@ -300,6 +300,11 @@ func startOperator(t *testing.T, cfg *rest.Config, logs *testenv.SyncBuffer, arg
 	}).SetupWithManager(mgr); err != nil {
 		t.Fatal(err)
 	}
+	if err := (&controllers.RestartReconciler{
+		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("stsbind"),
+	}).SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
 	if err := (&controllers.ClusterSTSProviderReconciler{
 		Client: mgr.GetClient(), Audiences: audiences, Forget: sts.Forget, DefaultProvider: provider,
 	}).SetupWithManager(mgr); err != nil {

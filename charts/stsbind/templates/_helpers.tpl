@@ -66,6 +66,11 @@ resource fails the rendering until someone decides where it is granted.
   "stsbind.dev/iamrolebindings" "namespaced"
   "stsbind.dev/iamrolebindings/status" "namespaced"
   "stsbind.dev/iamrolebindings/finalizers" "namespaced"
+  "/pods" "namespaced"
+  "apps/replicasets" "namespaced"
+  "apps/deployments" "namespaced"
+  "apps/statefulsets" "namespaced"
+  "apps/daemonsets" "namespaced"
 -}}
 {{- $kind := .kind -}}
 {{- $wanted := .scopes -}}
