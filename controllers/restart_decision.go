@@ -80,6 +80,15 @@ func decideRestartStep(in restartInput) (step restartStep, wakeAt time.Time) {
 	return restartNothing, wakeAt
 }
 
+// credentialControllerBusy tells whether the credential controller has
+// written new credentials but not yet their status (status.expiration is
+// the Secret's once it has). It is waited for, for a few seconds at most:
+// the round writes the binding's status too.
+func credentialControllerBusy(b *stsbindv1.IAMRoleBinding, expiration, issuedAt, now time.Time) bool {
+	recorded := b.Status.Expiration != nil && b.Status.Expiration.Time.Equal(expiration)
+	return !recorded && !issuedAt.IsZero() && now.Sub(issuedAt) < 10*time.Second
+}
+
 // workloadInput is what decides one workload's restart.
 type workloadInput struct {
 	// Annotation is its pod template's restart.stsbind.dev/<binding> value.

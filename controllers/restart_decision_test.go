@@ -233,12 +233,12 @@ func TestIneffective(t *testing.T) {
 		obj  any
 		want bool
 	}{
-		"Deployment":                      {obj: &appsv1.Deployment{}},
-		"paused Deployment":               {obj: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Paused: true}}, want: true},
-		"StatefulSet, RollingUpdate":      {obj: &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}}}},
-		"StatefulSet, OnDelete":           {obj: &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}}, want: true},
-		"DaemonSet, default":              {obj: &appsv1.DaemonSet{}},
-		"DaemonSet, OnDelete":             {obj: &appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}}}, want: true},
+		"Deployment":                 {obj: &appsv1.Deployment{}},
+		"paused Deployment":          {obj: &appsv1.Deployment{Spec: appsv1.DeploymentSpec{Paused: true}}, want: true},
+		"StatefulSet, RollingUpdate": {obj: &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.RollingUpdateStatefulSetStrategyType}}}},
+		"StatefulSet, OnDelete":      {obj: &appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{UpdateStrategy: appsv1.StatefulSetUpdateStrategy{Type: appsv1.OnDeleteStatefulSetStrategyType}}}, want: true},
+		"DaemonSet, default":         {obj: &appsv1.DaemonSet{}},
+		"DaemonSet, OnDelete":        {obj: &appsv1.DaemonSet{Spec: appsv1.DaemonSetSpec{UpdateStrategy: appsv1.DaemonSetUpdateStrategy{Type: appsv1.OnDeleteDaemonSetStrategyType}}}, want: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -258,5 +258,38 @@ func TestCredentialsID(t *testing.T) {
 	}
 	if credentialsID("") != "" {
 		t.Error("an empty hash must give no identity (no Secret: nothing to do)")
+	}
+}
+
+func TestCredentialControllerBusy(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 2, 10, 0, 0, 0, time.UTC)
+	exp := now.Add(time.Hour)
+	withStatus := func(e *time.Time) *stsbindv1.IAMRoleBinding {
+		b := &stsbindv1.IAMRoleBinding{}
+		if e != nil {
+			b.Status.Expiration = mt(*e)
+		}
+		return b
+	}
+	earlier := now.Add(40 * time.Minute)
+	tests := map[string]struct {
+		b        *stsbindv1.IAMRoleBinding
+		issuedAt time.Time
+		want     bool
+	}{
+		"status records the Secret's credentials":        {b: withStatus(&exp), issuedAt: now, want: false},
+		"status still has the replaced credentials":      {b: withStatus(&earlier), issuedAt: now.Add(-time.Second), want: true},
+		"no status yet, Secret just written":             {b: withStatus(nil), issuedAt: now, want: true},
+		"status never caught up: not waited for forever": {b: withStatus(&earlier), issuedAt: now.Add(-10 * time.Second), want: false},
+		"no issue time on the Secret":                    {b: withStatus(&earlier), want: false},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if got := credentialControllerBusy(tc.b, exp, tc.issuedAt, now); got != tc.want {
+				t.Errorf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
