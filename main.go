@@ -62,6 +62,7 @@ type options struct {
 	kubeQPS                    float64
 	kubeBurst                  int
 	maxConcurrentReconciles    int
+	restartOnRotation          bool
 	restartMinInterval         time.Duration
 
 	shutdownDelay                                           time.Duration
@@ -98,6 +99,7 @@ func main() {
 	flag.Float64Var(&o.kubeQPS, "kube-api-qps", 500, "Steady Kubernetes API requests per second, per resource type.")
 	flag.IntVar(&o.kubeBurst, "kube-api-burst", 1000, "Kubernetes API requests allowed in a burst, per resource type.")
 	flag.IntVar(&o.maxConcurrentReconciles, "max-concurrent-reconciles", 16, "Bindings reconciled in parallel.")
+	flag.BoolVar(&o.restartOnRotation, "restart-on-rotation", true, "Let bindings with injection.restartOnRotation: Rollout restart the workloads whose pods hold their credentials in environment variables (false: such bindings get a Warning event, nothing is restarted).")
 	flag.DurationVar(&o.restartMinInterval, "restart-min-interval", 5*time.Minute, "Least time between two restarts of one workload by restartOnRotation (a restart is never put off past halfway to the expiry of the credentials its pods hold).")
 	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
 	flag.StringVar(&o.sidecarImage, "sidecar-image", "ghcr.io/stsbind/stsbind:0.1.0", "Image of the Endpoint-mode sidecar: the operator's own image, which holds /credentials-server.")
@@ -203,6 +205,7 @@ func run(o options) error {
 		APIReader:   mgr.GetAPIReader(),
 		Recorder:    mgr.GetEventRecorder("stsbind"),
 		MinInterval: o.restartMinInterval,
+		Disabled:    !o.restartOnRotation,
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the restart-on-rotation controller: %w", err)
 	}

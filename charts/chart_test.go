@@ -336,8 +336,12 @@ func TestRBACEqualsGenerated(t *testing.T) {
 				Certificates    struct {
 					Mode string `json:"mode"`
 				} `json:"certificates"`
+				RestartOnRotation struct {
+					Enabled bool `json:"enabled"`
+				} `json:"restartOnRotation"`
 			}
 			v.Certificates.Mode = "self-managed"
+			v.RestartOnRotation.Enabled = true
 			if name == "options" {
 				readValues(t, "testdata/options.values.yaml", &v)
 			} else if name == "cert-manager" {
@@ -355,6 +359,8 @@ func TestRBACEqualsGenerated(t *testing.T) {
 				switch {
 				case !known:
 					t.Fatalf("the API server does not serve %s, which config/rbac/role.yaml grants", gr)
+				case restartResources[gr] && !v.RestartOnRotation.Enabled:
+					// restartOnRotation.enabled: false leaves them out.
 				case gr == mwc:
 					if selfManaged {
 						want = append(want, p.at("ClusterRole "+cert, byName(p.Verb, mwcName)))
@@ -396,6 +402,11 @@ func TestRBACEqualsGenerated(t *testing.T) {
 			}
 		})
 	}
+}
+
+// restartResources are what restart on rotation reads and patches.
+var restartResources = map[string]bool{
+	"/pods": true, "apps/replicasets": true, "apps/deployments": true, "apps/statefulsets": true, "apps/daemonsets": true,
 }
 
 // permission is one verb on one resource as RBAC grants it: in which role

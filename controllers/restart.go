@@ -43,6 +43,9 @@ type RestartReconciler struct {
 	// MinInterval is the least time between two restarts of one workload.
 	// Default 5m.
 	MinInterval time.Duration
+	// Disabled turns restarts off (--restart-on-rotation=false): bindings
+	// that ask for them get a Warning event when created or changed.
+	Disabled bool
 	// SkipNameValidation lets a second manager in one process register the
 	// controller again (restart tests).
 	SkipNameValidation bool
@@ -60,7 +63,7 @@ func (r *RestartReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.MinInterval == 0 {
 		r.MinInterval = 5 * time.Minute
 	}
-	return ctrl.NewControllerManagedBy(mgr).
+	b := ctrl.NewControllerManagedBy(mgr).
 		Named("iamrolebinding-restart").
 		// Only bindings that restart, or that did and keep a record of it.
 		// Status writes do not bump the generation.
@@ -73,19 +76,22 @@ func (r *RestartReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			DeleteFunc:  func(event.DeleteEvent) bool { return false },
 			GenericFunc: func(event.GenericEvent) bool { return false },
 		})).
-		// A rotation is a new data hash on the Secret. The initial list is
-		// covered by the bindings' own.
-		Watches(&corev1.Secret{},
-			handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &stsbindv1.IAMRoleBinding{}, handler.OnlyControllerOwner()),
-			builder.WithPredicates(predicate.Funcs{
-				CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
-				UpdateFunc: func(e event.UpdateEvent) bool {
-					return e.ObjectOld.GetAnnotations()[stsbindv1.AnnotationDataHash] != e.ObjectNew.GetAnnotations()[stsbindv1.AnnotationDataHash]
-				},
-				DeleteFunc:  func(event.DeleteEvent) bool { return false },
-				GenericFunc: func(event.GenericEvent) bool { return false },
-			})).
-		WithOptions(controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(r.SkipNameValidation)}).
+		WithOptions(controller.Options{MaxConcurrentReconciles: 4, SkipNameValidation: ptr.To(r.SkipNameValidation)})
+	if r.Disabled {
+		return b.Complete(r)
+	}
+	// A rotation is a new data hash on the Secret. The initial list is
+	// covered by the bindings' own.
+	return b.Watches(&corev1.Secret{},
+		handler.EnqueueRequestForOwner(mgr.GetScheme(), mgr.GetRESTMapper(), &stsbindv1.IAMRoleBinding{}, handler.OnlyControllerOwner()),
+		builder.WithPredicates(predicate.Funcs{
+			CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList },
+			UpdateFunc: func(e event.UpdateEvent) bool {
+				return e.ObjectOld.GetAnnotations()[stsbindv1.AnnotationDataHash] != e.ObjectNew.GetAnnotations()[stsbindv1.AnnotationDataHash]
+			},
+			DeleteFunc:  func(event.DeleteEvent) bool { return false },
+			GenericFunc: func(event.GenericEvent) bool { return false },
+		})).
 		Complete(r)
 }
 
@@ -105,6 +111,11 @@ func (r *RestartReconciler) Reconcile(ctx context.Context, req ctrl.Request) (ct
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
 	if !b.DeletionTimestamp.IsZero() {
+		return ctrl.Result{}, nil
+	}
+	if r.Disabled && restarts(&b) {
+		r.Recorder.Eventf(&b, nil, corev1.EventTypeWarning, stsbindv1.ReasonRestartOnRotationDisabled, "RolloutRestart",
+			"The cluster admin turned restarts on rotation off (--restart-on-rotation=false): pods that hold these credentials in environment variables keep them until they expire")
 		return ctrl.Result{}, nil
 	}
 	if !restarts(&b) {

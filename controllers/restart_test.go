@@ -17,9 +17,12 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/yaml"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
@@ -339,5 +342,40 @@ func TestRestartWithGeneratedRBAC(t *testing.T) {
 		if e.Type == corev1.EventTypeWarning {
 			t.Errorf("Warning %s: %s", e.Reason, e.Note)
 		}
+	}
+}
+
+// TestRestartOnRotationDisabled: with --restart-on-rotation=false a binding
+// that asks for restarts gets a Warning event and no status.restart.
+func TestRestartOnRotationDisabled(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	only := labels.NewSelector().Add(mustRequirement(labelRestart, selection.Equals, []string{"restart-off"}))
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
+		Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{&stsbindv1.IAMRoleBinding{}: {Label: only}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRestartReconciler(mgr, true)
+	r.Disabled = true
+	if err := r.SetupWithManager(mgr); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = mgr.Start(ctx) }()
+	f.envBinding("off", map[string]string{labelRestart: "restart-off"})
+	ev := f.waitEvent("off", corev1.EventTypeWarning, stsbindv1.ReasonRestartOnRotationDisabled)
+	if !strings.Contains(ev.Note, "--restart-on-rotation=false") {
+		t.Errorf("event: %s", ev.Note)
+	}
+	var b stsbindv1.IAMRoleBinding
+	if err := f.get(&b, "off"); err != nil {
+		t.Fatal(err)
+	}
+	if b.Status.Restart != nil {
+		t.Errorf("status.restart %+v", b.Status.Restart)
 	}
 }

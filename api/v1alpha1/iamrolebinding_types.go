@@ -83,6 +83,8 @@ const (
 	ReasonRolloutRefused     = "RolloutRefused"
 	ReasonRolloutIneffective = "RolloutIneffective"
 	ReasonPodsNotRestartable = "PodsNotRestartable"
+	// The admin turned restarts on rotation off (--restart-on-rotation=false).
+	ReasonRestartOnRotationDisabled = "RestartOnRotationDisabled"
 )
 
 // Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.

@@ -66,11 +66,11 @@ resource fails the rendering until someone decides where it is granted.
   "stsbind.dev/iamrolebindings" "namespaced"
   "stsbind.dev/iamrolebindings/status" "namespaced"
   "stsbind.dev/iamrolebindings/finalizers" "namespaced"
-  "/pods" "namespaced"
-  "apps/replicasets" "namespaced"
-  "apps/deployments" "namespaced"
-  "apps/statefulsets" "namespaced"
-  "apps/daemonsets" "namespaced"
+  "/pods" "restart"
+  "apps/replicasets" "restart"
+  "apps/deployments" "restart"
+  "apps/statefulsets" "restart"
+  "apps/daemonsets" "restart"
 -}}
 {{- $kind := .kind -}}
 {{- $wanted := .scopes -}}
