@@ -293,3 +293,30 @@ func TestCredentialControllerBusy(t *testing.T) {
 		})
 	}
 }
+
+func TestServingAccounts(t *testing.T) {
+	t.Parallel()
+	spec := func(sa string) stsbindv1.IAMRoleBindingSpec {
+		return stsbindv1.IAMRoleBindingSpec{ServiceAccountName: sa}
+	}
+	tests := map[string]struct {
+		b    stsbindv1.IAMRoleBinding
+		want []string
+	}{
+		"spec only": {b: stsbindv1.IAMRoleBinding{Spec: spec("app")}, want: []string{"app"}},
+		"served is the spec": {b: stsbindv1.IAMRoleBinding{Spec: spec("app"),
+			Status: stsbindv1.IAMRoleBindingStatus{ServedSpec: ptr.To(spec("app"))}}, want: []string{"app"}},
+		// A refused change of serviceAccountName: the Secret still holds
+		// the old account's credentials, which its pods hold.
+		"a refused change serves the old account": {b: stsbindv1.IAMRoleBinding{Spec: spec("new"),
+			Status: stsbindv1.IAMRoleBindingStatus{ServedSpec: ptr.To(spec("old"))}}, want: []string{"new", "old"}},
+	}
+	for name, tc := range tests {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			if diff := cmp.Diff(tc.want, servingAccounts(&tc.b)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}

@@ -45,10 +45,15 @@ type ownerKey struct {
 // not get this binding's credentials.
 func (r *RestartReconciler) discover(ctx context.Context, b *stsbindv1.IAMRoleBinding) (discovered, error) {
 	var d discovered
+	accounts := servingAccounts(b)
 	var pods corev1.PodList
-	if err := r.APIReader.List(ctx, &pods, client.InNamespace(b.Namespace),
-		client.MatchingFields{"spec.serviceAccountName": b.Spec.ServiceAccountName}); err != nil {
-		return d, fmt.Errorf("listing the pods of ServiceAccount %s: %w", b.Spec.ServiceAccountName, err)
+	for _, sa := range accounts {
+		var some corev1.PodList
+		if err := r.APIReader.List(ctx, &some, client.InNamespace(b.Namespace),
+			client.MatchingFields{"spec.serviceAccountName": sa}); err != nil {
+			return d, fmt.Errorf("listing the pods of ServiceAccount %s: %w", sa, err)
+		}
+		pods.Items = append(pods.Items, some.Items...)
 	}
 	var owners []ownerKey
 	claimedBy := map[ownerKey]string{}
@@ -107,14 +112,25 @@ func (r *RestartReconciler) discover(ctx context.Context, b *stsbindv1.IAMRoleBi
 			return d, fmt.Errorf("reading %s %s: %w", key.kind, key.name, err)
 		}
 		sa := cmp.Or(template.Spec.ServiceAccountName, "default")
-		if obj.GetUID() != key.uid || sa != b.Spec.ServiceAccountName {
+		if obj.GetUID() != key.uid || !slices.Contains(accounts, sa) {
 			d.refused = append(d.refused, fmt.Sprintf("Pod %s names %s %s as its owner, but that %s's pods do not run as ServiceAccount %s: not restarted",
-				claimedBy[key], key.kind, key.name, key.kind, b.Spec.ServiceAccountName))
+				claimedBy[key], key.kind, key.name, key.kind, strings.Join(accounts, " or ")))
 			continue
 		}
 		d.workloads = append(d.workloads, workload{kind: key.kind, obj: obj, annotation: template.Annotations[stsbindv1.AnnotationRestartPrefix+b.Name]})
 	}
 	return d, nil
+}
+
+// servingAccounts are the ServiceAccounts whose pods may hold the Secret's
+// credentials: the spec's and, while a refused change keeps the last
+// working generation served, that one's.
+func servingAccounts(b *stsbindv1.IAMRoleBinding) []string {
+	accounts := []string{b.Spec.ServiceAccountName}
+	if s := b.Status.ServedSpec; s != nil && s.ServiceAccountName != "" && s.ServiceAccountName != b.Spec.ServiceAccountName {
+		accounts = append(accounts, s.ServiceAccountName)
+	}
+	return accounts
 }
 
 // newWorkload is an empty object of the kind and its pod template.
