@@ -379,3 +379,50 @@ func TestRestartOnRotationDisabled(t *testing.T) {
 		t.Errorf("status.restart %+v", b.Status.Restart)
 	}
 }
+
+// TestRestartAfterOperatorStoppedMidRotation: a controller that stopped
+// after writing new credentials but before restarting the workloads leaves
+// status.restart naming the replaced credentials. The next controller finds
+// the Secret's hash differs and restarts the Deployment: its pods do hold
+// the replaced credentials.
+func TestRestartAfterOperatorStoppedMidRotation(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	only := labels.NewSelector().Add(mustRequirement(labelRestart, selection.Equals, []string{"midway"}))
+	ctx, stop := context.WithCancel(context.Background())
+	stopped, err := startManager(ctx, managerOptions{bindingSelector: only, skipNameCheck: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := f.deployment("web", f.sa, f.sa, "midway")
+	f.envBinding("midway", map[string]string{labelRestart: "midway"})
+	f.waitReady("midway", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	f.waitRestartStatus("midway", nil)
+	stop()
+	<-stopped
+
+	// What the stop left: the status of a round for other credentials.
+	var b stsbindv1.IAMRoleBinding
+	if err := f.get(&b, "midway"); err != nil {
+		t.Fatal(err)
+	}
+	orig := b.DeepCopy()
+	b.Status.Restart.Credentials = "0000000000000000"
+	if err := k8s.Status().Patch(context.Background(), &b, client.MergeFrom(orig)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop = context.WithCancel(context.Background())
+	defer stop()
+	if _, err := startManager(ctx, managerOptions{bindingSelector: only, skipNameCheck: true}); err != nil {
+		t.Fatal(err)
+	}
+	want := f.credentialsID("midway")
+	f.waitRestartStatus("midway", func(st *stsbindv1.RestartStatus) (bool, string) {
+		e := entry(st, "Deployment", "web")
+		return e != nil && e.Credentials == want && e.LastRestartTime != nil, fmt.Sprintf("web: %+v", e)
+	})
+	if got := f.annotation(web, "midway"); got != want {
+		t.Errorf("template annotation %q, want %q", got, want)
+	}
+}
