@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/client-go/util/retry"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -281,11 +282,18 @@ func (f *fixture) binding(name string, mutate func(*stsbindv1.IAMRoleBinding)) *
 	return b
 }
 
-// update changes the binding's spec on the API server.
+// update changes the binding's spec on the API server, on the latest
+// version: the controller's status writes change it under the test.
 func (f *fixture) update(b *stsbindv1.IAMRoleBinding, mutate func(*stsbindv1.IAMRoleBindingSpec)) {
 	f.t.Helper()
-	mutate(&b.Spec)
-	if err := k8s.Update(context.Background(), b); err != nil {
+	err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+		if err := k8s.Get(context.Background(), client.ObjectKeyFromObject(b), b); err != nil {
+			return err
+		}
+		mutate(&b.Spec)
+		return k8s.Update(context.Background(), b)
+	})
+	if err != nil {
 		f.t.Fatalf("updating %s: %v", b.Name, err)
 	}
 }
@@ -325,7 +333,7 @@ func (f *fixture) waitReady(name string, status metav1.ConditionStatus, reason s
 func (f *fixture) waitCondition(name, typ string, status metav1.ConditionStatus, reason string) *stsbindv1.IAMRoleBinding {
 	f.t.Helper()
 	var b stsbindv1.IAMRoleBinding
-	eventually(f.t, 30*time.Second, func() (bool, string) {
+	eventually(f.t, 60*time.Second, func() (bool, string) {
 		if err := f.get(&b, name); err != nil {
 			return false, err.Error()
 		}
