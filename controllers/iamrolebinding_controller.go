@@ -304,6 +304,9 @@ func (r *IAMRoleBindingReconciler) reconcileSpec(ctx context.Context, b *stsbind
 		if gone, err := r.serviceAccountGone(ctx, b); err != nil || gone {
 			return ctrl.Result{}, err
 		}
+		// From the Secret, not the status: a status write that lost a
+		// conflict after the Secret was written left the old time there.
+		b.Status.LastRefreshTime = ptr.To(metav1.NewTime(held.IssuedAt))
 		r.setReady(b, held.Expiration, decision.RefreshAt)
 		log.V(1).Info("Kept IAMRoleBinding credentials", "expiration", held.Expiration, "nextRefresh", decision.RefreshAt)
 		return ctrl.Result{RequeueAfter: decision.RefreshAt.Sub(now)}, nil
