@@ -283,11 +283,12 @@ func setupWebhook(mgr ctrl.Manager, o options) (healthz.Checker, error) {
 		return nil, err
 	}
 	d := &webhook.PodDefaulter{
-		Cache:         mgr.GetCache(),
-		APIReader:     mgr.GetAPIReader(),
-		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
-		FailurePolicy: policy,
-		Options:       webhook.Options{DefaultRegion: o.defaultRegion, Sidecar: sidecar},
+		Cache:           mgr.GetCache(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("stsbind-webhook"),
+		FailurePolicy:   policy,
+		DefaultProvider: o.defaultProvider,
+		Options:         webhook.Options{DefaultRegion: o.defaultRegion, Sidecar: sidecar},
 	}
 	if o.watchNamespaces != "" {
 		d.Namespaces = strings.Split(strings.ReplaceAll(o.watchNamespaces, " ", ""), ",")

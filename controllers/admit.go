@@ -39,19 +39,20 @@ func (r *IAMRoleBindingReconciler) verifyIdentity(ctx context.Context, b *stsbin
 func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv1.IAMRoleBinding) (*stsbindv1.ClusterSTSProvider, *refusal, error) {
 	name := b.Status.Provider
 	if name == "" {
-		return nil, &refusal{stsbindv1.ReasonProviderNotFound,
-			"the binding names no spec.providerRef and the controller has no --default-provider"}, nil
+		return nil, &refusal{Reason: stsbindv1.ReasonProviderNotFound,
+			Message: "the binding names no spec.providerRef and the controller has no --default-provider"}, nil
 	}
 	var p stsbindv1.ClusterSTSProvider
 	if err := r.Client.Get(ctx, types.NamespacedName{Name: name}, &p); err != nil {
 		if apierrors.IsNotFound(err) {
-			return nil, &refusal{stsbindv1.ReasonProviderNotFound,
-				fmt.Sprintf("ClusterSTSProvider %s not found; the binding proceeds as soon as it exists", name)}, nil
+			return nil, &refusal{Reason: stsbindv1.ReasonProviderNotFound,
+				Message: fmt.Sprintf("ClusterSTSProvider %s not found; the binding proceeds as soon as it exists", name)}, nil
 		}
 		return nil, nil, fmt.Errorf("reading ClusterSTSProvider %s: %w", name, err)
 	}
 	if accepted, ok := r.Audiences.Known(p.Spec.AudienceOrDefault(), r.Clock.Now()); ok && accepted {
-		return nil, &refusal{stsbindv1.ReasonAudienceAcceptedByAPIServer, audienceRefusal(&p)}, nil
+		return nil, &refusal{Reason: stsbindv1.ReasonAudienceAcceptedByAPIServer,
+			Message: audienceRefusal(&p)}, nil
 	}
 	var ns metav1.PartialObjectMetadata
 	ns.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Namespace"))
@@ -60,7 +61,8 @@ func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv
 	}
 	session, _, err := b.Spec.Durations()
 	if err != nil {
-		return nil, &refusal{stsbindv1.ReasonInvalidSpec, err.Error() + "; fix the binding"}, nil
+		return nil, &refusal{Reason: stsbindv1.ReasonInvalidSpec,
+			Message: err.Error() + "; fix the binding"}, nil
 	}
 	return &p, permit(permitInput{
 		Provider:        &p,
@@ -71,6 +73,7 @@ func (r *IAMRoleBindingReconciler) admitBinding(ctx context.Context, b *stsbindv
 		ChainedRoleARN:  chainedRoleARN(b),
 		HasPolicy:       b.Spec.SessionPolicy != "" || len(b.Spec.PolicyARNs) > 0,
 		Session:         session,
+		WebIdentity:     b.InjectionModeOrDefault() == stsbindv1.InjectionWebIdentity,
 	}), nil
 }
 

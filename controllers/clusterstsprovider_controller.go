@@ -21,6 +21,7 @@ import (
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/index"
+	"github.com/stsbind/stsbind/internal/policy"
 )
 
 // +kubebuilder:rbac:groups=stsbind.dev,resources=clusterstsproviders/status,verbs=get;update;patch
@@ -130,10 +131,4 @@ func providerCondition(p *stsbindv1.ClusterSTSProvider, g *AudienceGuard, clk cl
 		fmt.Sprintf("Serves %s with roles %s", namespaces, strings.Join(patternStrings(p.Spec.AllowedRoleARNs), ", "))
 }
 
-func patternStrings(ps []stsbindv1.RoleARNPattern) []string {
-	out := make([]string, len(ps))
-	for i, p := range ps {
-		out[i] = string(p)
-	}
-	return out
-}
+func patternStrings(ps []stsbindv1.RoleARNPattern) []string { return policy.PatternStrings(ps) }

@@ -258,6 +258,9 @@ func (r *IAMRoleBindingReconciler) reconcileSpec(ctx context.Context, b *stsbind
 	b.Status.SecretName = b.SecretNameOrDefault()
 
 	b.Status.Provider = b.ProviderNameOrDefault(r.DefaultProvider)
+	if b.InjectionModeOrDefault() == stsbindv1.InjectionWebIdentity {
+		return r.reconcileWebIdentity(ctx, b) // no token for STS, no Secret
+	}
 
 	provider, refused, err := r.admitBinding(ctx, b)
 	if err != nil {

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
-	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -144,24 +143,14 @@ func federatedName(namespace, name string) string {
 	return shortName(namespace+"."+name, 32)
 }
 
-// defaultSessionName is "<namespace>.<name>", which is always 2–64 characters
-// of STS's [\w+=,.@-] once shortened: DNS names use only [a-z0-9.-]. Past 64
-// characters it keeps a prefix and a hash of the whole, so distinct bindings
-// keep distinct names in CloudTrail.
+// defaultSessionName is stsbindv1.DefaultSessionName: the webhook derives
+// the WebIdentity-mode AWS_ROLE_SESSION_NAME the same way.
 func defaultSessionName(namespace, name string) string {
-	return shortName(namespace+"."+name, 64)
+	return stsbindv1.DefaultSessionName(namespace, name)
 }
 
-// shortName keeps full when it fits in limit, else a prefix and a hash of
-// the whole, so distinct names stay distinct.
-func shortName(full string, limit int) string {
-	if len(full) <= limit {
-		return full
-	}
-	sum := sha256.Sum256([]byte(full))
-	suffix := "-" + hex.EncodeToString(sum[:])[:10]
-	return strings.TrimRight(full[:limit-len(suffix)], ".-") + suffix
-}
+// shortName is stsbindv1.ShortName.
+func shortName(full string, limit int) string { return stsbindv1.ShortName(full, limit) }
 
 // heldFromSecret reads back what the controller wrote into a Secret of ours.
 // nil means there is nothing to keep.

@@ -25,6 +25,10 @@ type Options struct {
 	// NewToken returns a fresh per-pod token for the Endpoint sidecar;
 	// default 32 random bytes, hex. Tests pin it.
 	NewToken func() string
+	// WebIdentity holds, by binding name, the token of each WebIdentity
+	// binding its provider permits; the PodDefaulter fills it per pod. A
+	// WebIdentity binding without an entry gets nothing.
+	WebIdentity map[string]WebIdentityTarget
 }
 
 // SidecarOptions configure the Endpoint-mode sidecar.
@@ -104,7 +108,7 @@ func appliesTo(b *stsbindv1.IAMRoleBinding, pod *corev1.Pod, sa string) bool {
 
 // handledMode reports whether the webhook injects bindings of this mode.
 func handledMode(m stsbindv1.InjectionMode) bool {
-	return m == stsbindv1.InjectionFiles || m == stsbindv1.InjectionEnv || m == stsbindv1.InjectionEndpoint
+	return m == stsbindv1.InjectionFiles || m == stsbindv1.InjectionEnv || m == stsbindv1.InjectionEndpoint || m == stsbindv1.InjectionWebIdentity
 }
 
 // optedOut reports whether the pod carries stsbind.dev/inject: "false".
@@ -151,8 +155,12 @@ func defaultBinding(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding) *stsbi
 func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool, opts Options, token string) {
 	mode := b.InjectionModeOrDefault()
 	dir := credentials.MountDir(b.Name)
-	if mode == stsbindv1.InjectionEndpoint {
+	switch mode {
+	case stsbindv1.InjectionEndpoint:
 		injectEndpoint(pod, b, isDefault, opts, token)
+		return
+	case stsbindv1.InjectionWebIdentity:
+		injectWebIdentity(pod, b, isDefault, opts)
 		return
 	}
 	vol, volExists := "", false

@@ -57,7 +57,11 @@ type PodDefaulter struct {
 	// Namespaces limits injection to these namespaces (the controller's
 	// --watch-namespaces); empty means all.
 	Namespaces []string
-	Options    Options
+	// DefaultProvider is the ClusterSTSProvider of bindings without
+	// spec.providerRef (the controller's --default-provider), whose rules
+	// WebIdentity bindings must pass.
+	DefaultProvider string
+	Options         Options
 
 	liveOnce sync.Once
 	live     *liveLister
@@ -103,7 +107,11 @@ func (d *PodDefaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	for _, b := range refused {
 		d.refused(ctx, pod, ns, sa, b)
 	}
-	mutatePod(pod, bindings, d.Options)
+	opts := d.Options
+	if bindings, opts.WebIdentity, err = d.webIdentityTargets(ctx, pod, ns, bindings); err != nil {
+		return d.lookupFailed(ctx, pod, ns, sa, err)
+	}
+	mutatePod(pod, bindings, opts)
 	return nil
 }
 

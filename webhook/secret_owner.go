@@ -21,10 +21,11 @@ import (
 // by that binding. secrets maps each looked-up Secret name to its metadata,
 // nil when it does not exist; a name not looked up counts as not existing.
 // usable is bindings itself when nothing is refused; refused point into bindings.
+// WebIdentity bindings mount no Secret and are never refused here.
 func usableBindings(bindings []stsbindv1.IAMRoleBinding, secrets map[string]*metav1.ObjectMeta) (usable []stsbindv1.IAMRoleBinding, refused []*stsbindv1.IAMRoleBinding) {
 	for i := range bindings {
 		b := &bindings[i]
-		if s := secrets[b.SecretNameOrDefault()]; s != nil && !metav1.IsControlledBy(s, b) {
+		if s := secrets[b.SecretNameOrDefault()]; s != nil && usesSecret(b) && !metav1.IsControlledBy(s, b) {
 			refused = append(refused, b)
 		}
 	}
@@ -34,7 +35,7 @@ func usableBindings(bindings []stsbindv1.IAMRoleBinding, secrets map[string]*met
 	usable = make([]stsbindv1.IAMRoleBinding, 0, len(bindings)-len(refused))
 	for i := range bindings {
 		b := &bindings[i]
-		if s := secrets[b.SecretNameOrDefault()]; s == nil || metav1.IsControlledBy(s, b) {
+		if s := secrets[b.SecretNameOrDefault()]; s == nil || !usesSecret(b) || metav1.IsControlledBy(s, b) {
 			usable = append(usable, *b)
 		}
 	}
@@ -53,7 +54,7 @@ func (d *PodDefaulter) secretsOf(ctx context.Context, ns string, pod *corev1.Pod
 	for i := range bindings {
 		b := &bindings[i]
 		name := b.SecretNameOrDefault()
-		if _, seen := secrets[name]; seen || !appliesTo(b, pod, sa) {
+		if _, seen := secrets[name]; seen || !appliesTo(b, pod, sa) || !usesSecret(b) {
 			continue
 		}
 		if secrets == nil {

@@ -84,6 +84,8 @@ type ClusterSTSProviderSpec struct {
 
 	// identity is what the controller presents to STS for this provider's
 	// bindings. Default: webIdentity, each binding's ServiceAccount token.
+	// Only a webIdentity provider serves bindings in injection mode
+	// WebIdentity, whose pods exchange their own tokens.
 	// +optional
 	Identity *ProviderIdentity `json:"identity,omitempty"`
 
@@ -121,8 +123,20 @@ type ProviderIdentity struct {
 	AccessKeys *AccessKeys `json:"accessKeys,omitempty"`
 }
 
-// WebIdentity has no settings: the audience is the provider's.
-type WebIdentity struct{}
+// WebIdentity exchanges ServiceAccount tokens with the provider's audience.
+type WebIdentity struct {
+	// tokenExpirationSeconds is the lifetime of the ServiceAccount tokens
+	// that kubelet projects into the pods of WebIdentity-mode bindings
+	// (kubelet renews them at 80% of it). At least 600, kubelet's minimum;
+	// default 86400, as the IRSA webhook. The API server may shorten it
+	// (--service-account-max-token-expiration). The controller's own tokens
+	// for the other modes always last 600 seconds.
+	// +optional
+	// +kubebuilder:default=86400
+	// +kubebuilder:validation:Minimum=600
+	// +kubebuilder:validation:Maximum=4294967296
+	TokenExpirationSeconds int64 `json:"tokenExpirationSeconds,omitempty"`
+}
 
 // KeysOperation is the STS operation a provider calls with access keys.
 // +kubebuilder:validation:Enum=AssumeRole;GetFederationToken;GetSessionToken

@@ -1,7 +1,10 @@
 package v1alpha1
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -97,4 +100,56 @@ func (s *IAMRoleBindingSpec) Durations() (session time.Duration, refreshBefore *
 		refreshBefore = &d
 	}
 	return session, refreshBefore, nil
+}
+
+// DefaultTokenExpirationSeconds is the lifetime of the tokens projected into
+// WebIdentity-mode pods unless the provider sets one.
+const DefaultTokenExpirationSeconds int64 = 86400
+
+// MinTokenExpirationSeconds is kubelet's minimum for a projected
+// ServiceAccount token.
+const MinTokenExpirationSeconds int64 = 600
+
+// TokenExpirationSecondsOrDefault is the lifetime of the tokens projected
+// into the pods of the provider's WebIdentity-mode bindings: the provider's
+// webIdentity.tokenExpirationSeconds, default 86400, never under 600.
+func (s *ClusterSTSProviderSpec) TokenExpirationSecondsOrDefault() int64 {
+	if s.Identity == nil || s.Identity.WebIdentity == nil || s.Identity.WebIdentity.TokenExpirationSeconds == 0 {
+		return DefaultTokenExpirationSeconds
+	}
+	return max(s.Identity.WebIdentity.TokenExpirationSeconds, MinTokenExpirationSeconds)
+}
+
+// UsesWebIdentity reports whether the provider's identity is a
+// ServiceAccount token (the default), not an IAM user's keys.
+func (s *ClusterSTSProviderSpec) UsesWebIdentity() bool {
+	return s.Identity == nil || s.Identity.AccessKeys == nil
+}
+
+// SessionNameOrDefault is spec.sessionName, else "<namespace>.<name>"
+// shortened to STS's 64 characters.
+func (b *IAMRoleBinding) SessionNameOrDefault() string {
+	if b.Spec.SessionName != "" {
+		return b.Spec.SessionName
+	}
+	return DefaultSessionName(b.Namespace, b.Name)
+}
+
+// DefaultSessionName is "<namespace>.<name>", which is always 2–64 characters
+// of STS's [\w+=,.@-] once shortened: DNS names use only [a-z0-9.-]. Past 64
+// characters it keeps a prefix and a hash of the whole, so distinct bindings
+// keep distinct names in CloudTrail.
+func DefaultSessionName(namespace, name string) string {
+	return ShortName(namespace+"."+name, 64)
+}
+
+// ShortName keeps full when it fits in limit, else a prefix and a hash of
+// the whole, so distinct names stay distinct.
+func ShortName(full string, limit int) string {
+	if len(full) <= limit {
+		return full
+	}
+	sum := sha256.Sum256([]byte(full))
+	suffix := "-" + hex.EncodeToString(sum[:])[:10]
+	return strings.TrimRight(full[:limit-len(suffix)], ".-") + suffix
 }

@@ -5,7 +5,7 @@ import (
 )
 
 // InjectionMode says how the webhook hands a binding's credentials to a pod.
-// +kubebuilder:validation:Enum=Files;Env;Endpoint;None
+// +kubebuilder:validation:Enum=Files;Env;Endpoint;WebIdentity;None
 type InjectionMode string
 
 const (
@@ -17,6 +17,11 @@ const (
 	InjectionEnv InjectionMode = "Env"
 	// InjectionEndpoint runs a sidecar serving the container-credentials API.
 	InjectionEndpoint InjectionMode = "Endpoint"
+	// InjectionWebIdentity projects a ServiceAccount token with the
+	// provider's audience into the pods and sets AWS_ROLE_ARN and
+	// AWS_WEB_IDENTITY_TOKEN_FILE, as the IRSA webhook does: the pod's SDK
+	// calls AssumeRoleWithWebIdentity itself. No Secret is written.
+	InjectionWebIdentity InjectionMode = "WebIdentity"
 	// InjectionNone keeps the Secret up to date but changes no pod.
 	InjectionNone InjectionMode = "None"
 )
@@ -85,6 +90,16 @@ const (
 	ReasonPodsNotRestartable = "PodsNotRestartable"
 	// The admin turned restarts on rotation off (--restart-on-rotation=false).
 	ReasonRestartOnRotationDisabled = "RestartOnRotationDisabled"
+
+	// ReasonWebIdentityPermitted: a WebIdentity binding that the provider
+	// serves; the pods exchange their own tokens, nothing is issued here.
+	ReasonWebIdentityPermitted = "WebIdentityPermitted"
+	// ReasonModeNotSupported: the provider cannot serve the binding's
+	// injection mode (WebIdentity with an accessKeys provider).
+	ReasonModeNotSupported = "ModeNotSupported"
+	// ReasonExchangedInPod: IdentityVerified is Unknown in WebIdentity mode:
+	// the controller holds no credentials to ask GetCallerIdentity with.
+	ReasonExchangedInPod = "ExchangedInPod"
 )
 
 // Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.
@@ -125,6 +140,15 @@ const DefaultAudience = "sts.amazonaws.com"
 // Where the ServiceAccount's tokens go, and with which audience, is the
 // provider's: a binding cannot choose it.
 // +kubebuilder:validation:XValidation:rule="!has(self.refreshBefore) || !has(self.sessionDuration) || !self.refreshBefore.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.refreshBefore) < duration(self.sessionDuration) - duration('5m')",fieldPath=".refreshBefore",message="refreshBefore must be shorter than sessionDuration minus 5m"
+// In WebIdentity mode the pod's SDK calls AssumeRoleWithWebIdentity with
+// only the role, the token and the session name: what the SDKs cannot send
+// is refused here rather than silently dropped.
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || has(self.roleArn)",fieldPath=".roleArn",message="injection mode WebIdentity needs roleArn: the pod's SDK assumes that role with its own token"
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || !has(self.chainedRole)",fieldPath=".chainedRole",message="chainedRole cannot be used with injection mode WebIdentity: the pod's SDK assumes only spec.roleArn; use Files, Env or Endpoint for a chained role"
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || (!has(self.sessionPolicy) && !has(self.policyArns))",fieldPath=".sessionPolicy",message="sessionPolicy and policyArns cannot be used with injection mode WebIdentity: the SDKs send no session policy with AssumeRoleWithWebIdentity; use Files, Env or Endpoint"
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || !has(self.sessionDuration) || !self.sessionDuration.matches('^([0-9]+(\\\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self.sessionDuration) == duration('1h')",fieldPath=".sessionDuration",message="injection mode WebIdentity takes sessionDuration 1h only: the SDKs ask STS for its default session of 1 hour and refresh it themselves"
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || !has(self.refreshBefore)",fieldPath=".refreshBefore",message="refreshBefore cannot be used with injection mode WebIdentity: the pod's SDK refreshes its credentials itself"
+// +kubebuilder:validation:XValidation:rule="!has(self.injection) || !has(self.injection.mode) || self.injection.mode != 'WebIdentity' || !has(self.secretName)",fieldPath=".secretName",message="secretName cannot be used with injection mode WebIdentity: no Secret is written, the pod's SDK holds the credentials"
 type IAMRoleBindingSpec struct {
 	// serviceAccountName is the ServiceAccount, in this namespace, whose tokens
 	// are exchanged for the role's credentials and whose pods get them.
@@ -291,7 +315,12 @@ type Injection struct {
 	// mode is how the credentials reach the containers: Files (default; a
 	// mounted profile whose credential_process re-reads refreshed credentials),
 	// Env (variables fixed at container start), Endpoint (a sidecar serving the
-	// container-credentials API) or None (the Secret only).
+	// container-credentials API), WebIdentity (a projected ServiceAccount
+	// token with the provider's audience and AWS_ROLE_ARN,
+	// AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_SESSION_NAME, the region and
+	// AWS_ENDPOINT_URL_STS, as the IRSA webhook injects: the pod's SDK calls
+	// STS itself and no Secret is written; the provider's identity must be
+	// webIdentity) or None (the Secret only).
 	// +optional
 	// +kubebuilder:default=Files
 	Mode InjectionMode `json:"mode,omitempty"`

@@ -58,6 +58,9 @@ func TestInvalidProvidersAreRejected(t *testing.T) {
 		"keys without a Secret": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
 			s.Identity = &stsbindv1.ProviderIdentity{AccessKeys: &stsbindv1.AccessKeys{}}
 		}, wantText: []string{"spec.identity.accessKeys.secretName"}},
+		"token lifetime under kubelet's 600 s": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) {
+			s.Identity = &stsbindv1.ProviderIdentity{WebIdentity: &stsbindv1.WebIdentity{TokenExpirationSeconds: 599}}
+		}, wantText: []string{"spec.identity.webIdentity.tokenExpirationSeconds", "600"}},
 		"tags neither on nor off": {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.AutomaticSessionTags = "Sometimes" }, wantText: []string{"spec.automaticSessionTags"}},
 		"qps zero":                {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.RateLimit.QPS = -1 }, wantText: []string{"spec.rateLimit.qps"}},
 		"timeout 10m":             {mutate: func(s *stsbindv1.ClusterSTSProviderSpec) { s.Timeout = "10m" }, wantText: []string{"spec.timeout", "between 1s and 5m"}},
@@ -118,6 +121,17 @@ func TestProviderDefaults(t *testing.T) {
 	}
 	if keys.Spec.Identity.AccessKeys.Operation != stsbindv1.OperationAssumeRole {
 		t.Errorf("accessKeys.operation defaulted to %q, want AssumeRole", keys.Spec.Identity.AccessKeys.Operation)
+	}
+	if got.Spec.TokenExpirationSecondsOrDefault() != 86400 {
+		t.Errorf("projected token lifetime of a provider without identity = %d, want 86400", got.Spec.TokenExpirationSecondsOrDefault())
+	}
+	web := &stsbindv1.ClusterSTSProvider{ObjectMeta: metav1.ObjectMeta{Name: "web-default-expiry"}, Spec: validProviderSpec()}
+	web.Spec.Identity = &stsbindv1.ProviderIdentity{WebIdentity: &stsbindv1.WebIdentity{}}
+	if err := k8s.Create(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	if web.Spec.Identity.WebIdentity.TokenExpirationSeconds != 86400 {
+		t.Errorf("webIdentity.tokenExpirationSeconds defaulted to %d, want 86400", web.Spec.Identity.WebIdentity.TokenExpirationSeconds)
 	}
 	if got.Spec.Audience != "sts.amazonaws.com" || got.Spec.Timeout != "30s" || got.Spec.RateLimit.QPS != 100 || got.Spec.RateLimit.Burst != 200 {
 		t.Errorf("defaults = audience %q, timeout %q, rateLimit %+v; want sts.amazonaws.com, 30s, 100/200",

@@ -115,6 +115,28 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 		"injection container bad name":   {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Containers = []string{"App_1"} }, wantText: []string{"spec.injection.containers"}},
 		"injection duplicate containers": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) { s.Injection.Containers = []string{"app", "app"} }, wantText: []string{"spec.injection.containers", "Duplicate"}},
 		"binding name 64 chars":          {name: strings.Repeat("b", 64), wantText: []string{"metadata.name", "63"}},
+		"WebIdentity without a role": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.RoleARN = stsbindv1.InjectionWebIdentity, ""
+		}, wantText: []string{"spec.roleArn", "WebIdentity needs roleArn"}},
+		"WebIdentity with a chained role": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.SessionDuration = stsbindv1.InjectionWebIdentity, "1h"
+			s.ChainedRole = &stsbindv1.ChainedRole{RoleARN: "arn:aws:iam::210987654321:role/x"}
+		}, wantText: []string{"spec.chainedRole", "cannot be used with injection mode WebIdentity"}},
+		"WebIdentity with a session policy": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.SessionPolicy = stsbindv1.InjectionWebIdentity, `{"Version":"2012-10-17","Statement":[]}`
+		}, wantText: []string{"spec.sessionPolicy", "no session policy with AssumeRoleWithWebIdentity"}},
+		"WebIdentity with policy ARNs": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.PolicyARNs = stsbindv1.InjectionWebIdentity, []stsbindv1.PolicyARN{"arn:aws:iam::aws:policy/ReadOnlyAccess"}
+		}, wantText: []string{"sessionPolicy and policyArns cannot be used with injection mode WebIdentity"}},
+		"WebIdentity with a 2h session": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.SessionDuration = stsbindv1.InjectionWebIdentity, "2h"
+		}, wantText: []string{"spec.sessionDuration", "WebIdentity takes sessionDuration 1h only"}},
+		"WebIdentity with refreshBefore": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.RefreshBefore = stsbindv1.InjectionWebIdentity, "10m"
+		}, wantText: []string{"spec.refreshBefore", "refreshes its credentials itself"}},
+		"WebIdentity with a secretName": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.SecretName = stsbindv1.InjectionWebIdentity, "creds"
+		}, wantText: []string{"spec.secretName", "no Secret is written"}},
 	}
 	ctx := context.Background()
 	for name, tc := range tests {
@@ -189,6 +211,11 @@ func TestValidBindingsAreAccepted(t *testing.T) {
 		},
 		"15m session, refreshBefore 5m": func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "15m"; s.RefreshBefore = "5m" },
 		"compound durations":            func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionDuration = "1h30m"; s.RefreshBefore = "1h20m" },
+		"WebIdentity with what the SDKs take": func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection = stsbindv1.Injection{Mode: stsbindv1.InjectionWebIdentity, Containers: []string{"app"}}
+			s.SessionDuration, s.SessionName, s.Region = "60m", "team-a.app", "eu-west-1"
+			s.ProviderRef = &stsbindv1.ProviderReference{Name: "aws"}
+		},
 	}
 	i := 0
 	for name, mutate := range tests {
