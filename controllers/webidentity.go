@@ -63,12 +63,11 @@ func (r *IAMRoleBindingReconciler) reconcileWebIdentity(ctx context.Context, b *
 	}
 
 	if f := r.checkAudience(ctx, b, provider); f != nil {
+		r.setFailed(b, f.reason, f.msg, f.action)
 		if f.retry == retrySlow {
-			r.setFailed(b, f.reason, f.msg, f.action)
 			return ctrl.Result{RequeueAfter: r.SlowRetry}, nil
 		}
-		r.setFailed(b, f.reason, f.msg, f.action)
-		return ctrl.Result{}, f
+		return ctrl.Result{}, f // backoff
 	}
 
 	was := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)

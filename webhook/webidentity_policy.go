@@ -79,27 +79,39 @@ func (d *PodDefaulter) webIdentityTargets(ctx context.Context, pod *corev1.Pod, 
 // webIdentityTarget is the token binding b's pods may get, or why they get none.
 func (d *PodDefaulter) webIdentityTarget(ctx context.Context, b *stsbindv1.IAMRoleBinding, nsLabels map[string]string) (WebIdentityTarget, *policy.Refusal, error) {
 	name := b.ProviderNameOrDefault(d.DefaultProvider)
+	var p *stsbindv1.ClusterSTSProvider
+	if name != "" {
+		var err error
+		if p, err = d.provider(ctx, name); err != nil {
+			return WebIdentityTarget{}, nil, err
+		}
+	}
+	t, no := decideWebIdentity(b, name, p, nsLabels, d.Options.DefaultRegion)
+	return t, no, nil
+}
+
+// decideWebIdentity applies provider p (named name; nil when it does not
+// exist) to WebIdentity binding b, whose namespace has labels nsLabels:
+// the token its pods get, or why they get none. Everything in the token
+// comes from the provider.
+func decideWebIdentity(b *stsbindv1.IAMRoleBinding, name string, p *stsbindv1.ClusterSTSProvider, nsLabels map[string]string, defaultRegion string) (WebIdentityTarget, *policy.Refusal) {
 	if name == "" {
 		return WebIdentityTarget{}, &policy.Refusal{Reason: stsbindv1.ReasonProviderNotFound,
-			Message: "the binding names no spec.providerRef and the controller has no --default-provider"}, nil
-	}
-	p, err := d.provider(ctx, name)
-	if err != nil {
-		return WebIdentityTarget{}, nil, err
+			Message: "the binding names no spec.providerRef and the controller has no --default-provider"}
 	}
 	if p == nil {
 		return WebIdentityTarget{}, &policy.Refusal{Reason: stsbindv1.ReasonProviderNotFound,
-			Message: fmt.Sprintf("ClusterSTSProvider %s not found", name)}, nil
+			Message: fmt.Sprintf("ClusterSTSProvider %s not found", name)}
 	}
 	// The controller's TokenReview verdict reaches every replica through
 	// the provider's status, which only the controller writes.
 	if c := meta.FindStatusCondition(p.Status.Conditions, stsbindv1.ConditionReady); c != nil &&
 		c.Status == metav1.ConditionFalse && c.Reason == stsbindv1.ReasonAudienceAcceptedByAPIServer {
-		return WebIdentityTarget{}, &policy.Refusal{Reason: c.Reason, Message: c.Message}, nil
+		return WebIdentityTarget{}, &policy.Refusal{Reason: c.Reason, Message: c.Message}
 	}
 	session, _, err := b.Spec.Durations()
 	if err != nil {
-		return WebIdentityTarget{}, &policy.Refusal{Reason: stsbindv1.ReasonInvalidSpec, Message: err.Error()}, nil
+		return WebIdentityTarget{}, &policy.Refusal{Reason: stsbindv1.ReasonInvalidSpec, Message: err.Error()}
 	}
 	if no := policy.Permit(policy.Input{
 		Provider:        p,
@@ -112,19 +124,19 @@ func (d *PodDefaulter) webIdentityTarget(ctx context.Context, b *stsbindv1.IAMRo
 		Session:         session,
 		WebIdentity:     true,
 	}); no != nil {
-		return WebIdentityTarget{}, no, nil
+		return WebIdentityTarget{}, no
 	}
 	// The API server refuses these too (CEL); an object that slipped past
 	// gets no token rather than a session the SDK cannot narrow.
 	if b.Spec.RoleARN == "" || b.Spec.ChainedRole != nil || b.Spec.SessionPolicy != "" || len(b.Spec.PolicyARNs) > 0 {
 		return WebIdentityTarget{}, &policy.Refusal{Reason: stsbindv1.ReasonInvalidSpec,
-			Message: "injection mode WebIdentity takes a roleArn and no chainedRole, sessionPolicy or policyArns"}, nil
+			Message: "injection mode WebIdentity takes a roleArn and no chainedRole, sessionPolicy or policyArns"}
 	}
 	return WebIdentityTarget{
 		Audience:          p.Spec.AudienceOrDefault(),
 		ExpirationSeconds: p.Spec.TokenExpirationSecondsOrDefault(),
-		STSEndpoint:       cmp.Or(p.Spec.Endpoint, regionalSTSEndpoint(cmp.Or(p.Spec.Region, d.Options.DefaultRegion))),
-	}, nil, nil
+		STSEndpoint:       cmp.Or(p.Spec.Endpoint, regionalSTSEndpoint(cmp.Or(p.Spec.Region, defaultRegion))),
+	}, nil
 }
 
 func chainedRoleARN(b *stsbindv1.IAMRoleBinding) string {
