@@ -94,6 +94,7 @@ func (r *IAMRoleBindingReconciler) reconcilePrevious(ctx context.Context, b *sts
 // UpToDate condition keeps the latest spec's fault.
 func (r *IAMRoleBindingReconciler) servePrevious(b, old *stsbindv1.IAMRoleBinding) {
 	s, o := &b.Status, &old.Status
+	s.SecretName = o.SecretName // a WebIdentity generation names none
 	s.Expiration, s.NextRefreshTime, s.LastRefreshTime = o.Expiration, o.NextRefreshTime, o.LastRefreshTime
 	s.AssumedRoleARN, s.Subject, s.Account, s.CallerARN = o.AssumedRoleARN, o.Subject, o.Account, o.CallerARN
 	s.ServedGeneration, s.ServedSpec = o.ServedGeneration, o.ServedSpec

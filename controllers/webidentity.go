@@ -33,6 +33,10 @@ func (r *IAMRoleBindingReconciler) reconcileWebIdentity(ctx context.Context, b *
 	b.Status.SecretName = ""
 	b.Status.Expiration, b.Status.LastRefreshTime, b.Status.NextRefreshTime = nil, nil, nil
 	b.Status.AssumedRoleARN, b.Status.Subject, b.Status.Account, b.Status.CallerARN = "", "", "", ""
+	// The webhook injects the current spec only: no earlier generation can
+	// stand in for a WebIdentity one (reconcileBinding's previous spec), and
+	// a WebIdentity generation stands in for none.
+	b.Status.ServedGeneration, b.Status.ServedSpec = 0, nil
 	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
 		Type:               stsbindv1.ConditionIdentityVerified,
 		Status:             metav1.ConditionUnknown,
@@ -76,6 +80,13 @@ func (r *IAMRoleBindingReconciler) reconcileWebIdentity(ctx context.Context, b *
 		Status:             metav1.ConditionTrue,
 		Reason:             stsbindv1.ReasonWebIdentityPermitted,
 		Message:            webIdentityReadyMessage(b, provider, r.DefaultRegion),
+		ObservedGeneration: b.Generation,
+	})
+	meta.SetStatusCondition(&b.Status.Conditions, metav1.Condition{
+		Type:               stsbindv1.ConditionUpToDate,
+		Status:             metav1.ConditionTrue,
+		Reason:             stsbindv1.ReasonWebIdentityPermitted,
+		Message:            fmt.Sprintf("The webhook injects generation %d", b.Generation),
 		ObservedGeneration: b.Generation,
 	})
 	if was == nil || was.Status != metav1.ConditionTrue || was.Reason != stsbindv1.ReasonWebIdentityPermitted || was.ObservedGeneration != b.Generation {

@@ -163,3 +163,34 @@ func TestSwitchToWebIdentityKeepsTheSecret(t *testing.T) {
 		t.Errorf("the Secret is gone: %v", err)
 	}
 }
+
+// TestRefusedSwitchToWebIdentityServesThePreviousSecret: a Files binding
+// switched to WebIdentity with a role the provider does not allow keeps
+// serving, and refreshing, the Files generation's Secret, as any refused
+// spec change does; UpToDate carries the refusal.
+func TestRefusedSwitchToWebIdentityServesThePreviousSecret(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	f.serviceAccount()
+	p := f.provider(func(s *stsbindv1.ClusterSTSProviderSpec) {
+		s.AllowedRoleARNs = []stsbindv1.RoleARNPattern{"arn:aws:iam::123456789012:role/${namespace}/*"}
+	})
+	f.role = "arn:aws:iam::123456789012:role/" + f.ns + "/reader"
+	b := f.binding("switch", useProvider(p))
+	f.waitReady("switch", metav1.ConditionTrue, stsbindv1.ReasonCredentialsIssued)
+	if err := f.get(b, "switch"); err != nil {
+		t.Fatal(err)
+	}
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) {
+		s.Injection.Mode = stsbindv1.InjectionWebIdentity
+		s.RoleARN = "arn:aws:iam::123456789012:role/other-namespace/admin"
+	})
+	got := f.waitReady("switch", metav1.ConditionTrue, stsbindv1.ReasonPreviousGenerationServed)
+	up := meta.FindStatusCondition(got.Status.Conditions, stsbindv1.ConditionUpToDate)
+	if up == nil || up.Status != metav1.ConditionFalse || up.Reason != stsbindv1.ReasonRoleNotAllowed {
+		t.Errorf("UpToDate = %+v, want False/%s", up, stsbindv1.ReasonRoleNotAllowed)
+	}
+	if got.Status.SecretName != "switch" || got.Status.Expiration == nil {
+		t.Errorf("status does not describe the served Secret: %q, %v", got.Status.SecretName, got.Status.Expiration)
+	}
+}

@@ -44,11 +44,13 @@ const (
 const (
 	// ConditionReady is True while the Secret holds valid credentials: for
 	// the current spec, or (reason PreviousGenerationServed) for the last spec
-	// that worked while the current one fails.
+	// that worked while the current one fails. In injection mode WebIdentity
+	// (reason WebIdentityPermitted), while the provider permits the binding.
 	ConditionReady = "Ready"
 	// ConditionUpToDate is True when the Secret holds credentials for the
-	// current generation; False, with the latest spec's fault as reason, while
-	// it holds another generation's or none.
+	// current generation (WebIdentity: when the webhook injects it); False,
+	// with the latest spec's fault as reason, while it holds another
+	// generation's or none.
 	ConditionUpToDate = "UpToDate"
 	// ConditionIdentityVerified is True when STS GetCallerIdentity confirmed
 	// whose credentials the Secret holds, False when the server cannot say.
