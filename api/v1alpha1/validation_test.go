@@ -134,6 +134,9 @@ func TestInvalidBindingsAreRejected(t *testing.T) {
 		"WebIdentity with refreshBefore": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.Injection.Mode, s.RefreshBefore = stsbindv1.InjectionWebIdentity, "10m"
 		}, wantText: []string{"spec.refreshBefore", "refreshes its credentials itself"}},
+		"WebIdentity with restartOnRotation": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
+			s.Injection.Mode, s.Injection.RestartOnRotation = stsbindv1.InjectionWebIdentity, stsbindv1.RestartRollout
+		}, wantText: []string{"spec.injection.restartOnRotation"}},
 		"WebIdentity with a secretName": {mutate: func(s *stsbindv1.IAMRoleBindingSpec) {
 			s.Injection.Mode, s.SecretName = stsbindv1.InjectionWebIdentity, "creds"
 		}, wantText: []string{"spec.secretName", "no Secret is written"}},
