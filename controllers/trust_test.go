@@ -153,7 +153,7 @@ func TestAudienceTheAPIServerAccepts(t *testing.T) {
 			t.Fatalf("the fake STS received a token with the API server's audience %q", apiAudience)
 		}
 	}
-	eventually(t, 15*time.Second, func() (bool, string) {
+	eventually(t, 60*time.Second, func() (bool, string) {
 		var got stsbindv1.ClusterSTSProvider
 		if err := k8s.Get(context.Background(), client.ObjectKey{Name: p}, &got); err != nil {
 			return false, err.Error()
