@@ -33,14 +33,15 @@ func TestLeaderDeletedMidRefresh(t *testing.T) {
 	ns := suite.Namespace(t, "failover", nil)
 	const n = 6
 	const latency = 3 * time.Second
-	// 60 s credentials refreshed 30 s (less 0-10 % jitter) before expiry:
-	// about 30 s of margin for the failover.
+	// 90 s credentials refreshed a third of that (less 0-10 % jitter)
+	// before expiry: about 30 s of margin for the failover. (refreshBefore
+	// itself is at least 5m; the default third is what shrinks here.)
 	var roles []string
 	for i := range n {
 		roles = append(roles, roleARN(fmt.Sprintf("%s-b%d", ns, i)))
-		sts.SetLifetime(roles[i], time.Minute)
+		sts.SetLifetime(roles[i], 90*time.Second)
 	}
-	bs := sts.bindings(t, ns, n, func(b *stsbindv1.IAMRoleBinding) { b.Spec.RefreshBefore = "30s" })
+	bs := sts.bindings(t, ns, n)
 	before := map[string]int{}
 	oldKeys := map[string]string{}
 	var latest time.Time
