@@ -60,9 +60,8 @@ func setupMissedPods(mgr ctrl.Manager, r *missedPodsReconciler) error {
 	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("missedpods").
-		// Status writes (the credential controller's and this one's) do not
-		// change what a binding injects.
-		For(&stsbindv1.IAMRoleBinding{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
+		// A spec change, and the credential controller finishing with it.
+		For(&stsbindv1.IAMRoleBinding{}, builder.WithPredicates(predicate.Or[client.Object](predicate.GenerationChangedPredicate{}, readySettled))).
 		Watches(&corev1.Pod{}, handler.EnqueueRequestsFromMapFunc(r.bindingsForPod),
 			builder.WithPredicates(predicate.Funcs{
 				// The bindings' initial list already covers every pod.
@@ -73,6 +72,29 @@ func setupMissedPods(mgr ctrl.Manager, r *missedPodsReconciler) error {
 			})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: 2, SkipNameValidation: ptr.To(r.SkipNameValidation)}).
 		Complete(r)
+}
+
+// readySettled passes the status write in which the credential controller
+// sets Ready for the binding's current generation.
+var readySettled = predicate.Funcs{
+	CreateFunc: func(event.CreateEvent) bool { return false },
+	UpdateFunc: func(e event.UpdateEvent) bool {
+		o, ok1 := e.ObjectOld.(*stsbindv1.IAMRoleBinding)
+		n, ok2 := e.ObjectNew.(*stsbindv1.IAMRoleBinding)
+		return ok1 && ok2 && !readyCurrent(o) && readyCurrent(n)
+	},
+	DeleteFunc:  func(event.DeleteEvent) bool { return false },
+	GenericFunc: func(event.GenericEvent) bool { return false },
+}
+
+// readyCurrent reports whether the credential controller has written Ready
+// for the binding's current generation: it is then done with the binding
+// until the next refresh, and a status write of this controller does not
+// race with its own (its write after a conflict would drop what it learnt
+// from STS, such as IdentityVerified).
+func readyCurrent(b *stsbindv1.IAMRoleBinding) bool {
+	c := meta.FindStatusCondition(b.Status.Conditions, stsbindv1.ConditionReady)
+	return c != nil && c.ObservedGeneration == b.Generation
 }
 
 // podChanged: a cached pod changes what it says about credentials only when it
@@ -111,7 +133,8 @@ func (r *missedPodsReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 		}
 		return ctrl.Result{}, client.IgnoreNotFound(err)
 	}
-	if !b.DeletionTimestamp.IsZero() {
+	if !b.DeletionTimestamp.IsZero() || !readyCurrent(&b) {
+		// readySettled wakes it when the credential controller is done.
 		return ctrl.Result{}, nil
 	}
 	var pods corev1.PodList
@@ -195,10 +218,10 @@ func (rep podReport) message(sa string) string {
 	if len(rep.missed) == 0 {
 		return fmt.Sprintf("All %d running pods of ServiceAccount %s have this binding's credentials", rep.checked, sa)
 	}
-	return fmt.Sprintf("%d %s of ServiceAccount %s %s without this binding's credentials: %s. "+
+	return fmt.Sprintf("%d of %d running pods of ServiceAccount %s %s without this binding's credentials: %s. "+
 		"They started while the stsbind webhook was unreachable, or before this binding existed; "+
 		"restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
-		len(rep.missed), plural(len(rep.missed), "pod", "pods"), sa, plural(len(rep.missed), "runs", "run"), rep.names())
+		len(rep.missed), rep.checked, sa, plural(len(rep.missed), "runs", "run"), rep.names())
 }
 
 func plural(n int, one, many string) string {

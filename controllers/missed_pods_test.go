@@ -353,12 +353,12 @@ func TestSetPodsStatus(t *testing.T) {
 		"one missed": {
 			rep:       podReport{applies: true, checked: 4, missed: []string{"web-1"}},
 			wantCount: ptr.To[int32](1), wantStatus: metav1.ConditionFalse, wantReason: stsbindv1.ReasonPodsWithoutCredentials,
-			wantMessage: "1 pod of ServiceAccount app runs without this binding's credentials: web-1. They started while the stsbind webhook was unreachable, or before this binding existed; restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
+			wantMessage: "1 of 4 running pods of ServiceAccount app runs without this binding's credentials: web-1. They started while the stsbind webhook was unreachable, or before this binding existed; restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
 		},
 		"twelve missed: ten named": {
 			rep:       podReport{applies: true, checked: 12, missed: many},
 			wantCount: ptr.To[int32](12), wantStatus: metav1.ConditionFalse, wantReason: stsbindv1.ReasonPodsWithoutCredentials,
-			wantMessage: "12 pods of ServiceAccount app run without this binding's credentials: web-00, web-01, web-02, web-03, web-04, web-05, web-06, web-07, web-08, web-09 and 2 more. They started while the stsbind webhook was unreachable, or before this binding existed; restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
+			wantMessage: "12 of 12 running pods of ServiceAccount app run without this binding's credentials: web-00, web-01, web-02, web-03, web-04, web-05, web-06, web-07, web-08, web-09 and 2 more. They started while the stsbind webhook was unreachable, or before this binding existed; restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
 		},
 		"mode None: count and condition removed": {rep: podReport{}},
 	}
