@@ -140,6 +140,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		"provider rate":          {set: "defaultProvider.rateLimit.qps=0", wantText: "/defaultProvider/rateLimit/qps"},
 		"provider audience":      {set: "defaultProvider.audience=sts example", wantText: "/defaultProvider/audience"},
 		"watchNamespaces string": {set: "watchNamespaces=team-a", wantText: "/watchNamespaces"},
+		"alert for: Go duration": {set: "metrics.prometheusRule.notReadyFor=1.5h", wantText: "/metrics/prometheusRule/notReadyFor"},
+		"alert minutes type":     {set: "metrics.prometheusRule.expiringWithinMinutes=10m", wantText: "/metrics/prometheusRule/expiringWithinMinutes"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
