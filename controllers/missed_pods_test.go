@@ -118,7 +118,7 @@ func TestReportPods(t *testing.T) {
 			})},
 			wantApplies: true, wantChecked: 1, wantMissed: []string{"web-0"},
 		},
-		"spec.secretName: the old Secret does not count": {
+		"spec.secretName: only that Secret counts": {
 			binding:     testBinding(stsbindv1.InjectionFiles, func(b *stsbindv1.IAMRoleBinding) { b.Spec.SecretName = "s3-reader-v2" }),
 			pods:        []corev1.Pod{testPod("web-0", secretVolume("s3-reader")), testPod("web-1", secretVolume("s3-reader-v2"))},
 			wantApplies: true, wantChecked: 2, wantMissed: []string{"web-0"},
