@@ -215,6 +215,9 @@ func (rep podReport) names() string {
 }
 
 func (rep podReport) message(sa string) string {
+	if rep.checked == 0 {
+		return fmt.Sprintf("No running pods of ServiceAccount %s", sa)
+	}
 	if len(rep.missed) == 0 {
 		return fmt.Sprintf("All %d running pods of ServiceAccount %s have this binding's credentials", rep.checked, sa)
 	}
@@ -232,9 +235,11 @@ func plural(n int, one, many string) string {
 }
 
 // setPodsStatus writes the report into the binding's status: the count and
-// condition PodsInjected, or neither for mode None.
+// condition PodsInjected; neither for mode None, nor while the ServiceAccount
+// has no pods and none were reported before (nothing to say, and no status
+// write that would race a client's read-modify-write of a new binding).
 func setPodsStatus(b *stsbindv1.IAMRoleBinding, rep podReport) {
-	if !rep.applies {
+	if !rep.applies || (rep.checked == 0 && b.Status.PodsWithoutCredentials == nil) {
 		b.Status.PodsWithoutCredentials = nil
 		meta.RemoveStatusCondition(&b.Status.Conditions, stsbindv1.ConditionPodsInjected)
 		return

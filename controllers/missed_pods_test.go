@@ -344,6 +344,7 @@ func TestSetPodsStatus(t *testing.T) {
 		wantStatus  metav1.ConditionStatus // "" for no condition
 		wantReason  string
 		wantMessage string
+		fresh       bool // no count or condition from before
 	}{
 		"all injected": {
 			rep:       podReport{applies: true, checked: 4},
@@ -361,6 +362,12 @@ func TestSetPodsStatus(t *testing.T) {
 			wantMessage: "12 of 12 running pods of ServiceAccount app run without this binding's credentials: web-00, web-01, web-02, web-03, web-04, web-05, web-06, web-07, web-08, web-09 and 2 more. They started while the stsbind webhook was unreachable, or before this binding existed; restart them (delete the pods, or kubectl rollout restart their workload) so that the webhook injects them",
 		},
 		"mode None: count and condition removed": {rep: podReport{}},
+		"pods gone since the last report": {
+			rep:       podReport{applies: true},
+			wantCount: ptr.To[int32](0), wantStatus: metav1.ConditionTrue, wantReason: stsbindv1.ReasonAllPodsInjected,
+			wantMessage: "No running pods of ServiceAccount app",
+		},
+		"no pods, nothing reported yet: nothing to write": {rep: podReport{applies: true}, fresh: true},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -372,6 +379,10 @@ func TestSetPodsStatus(t *testing.T) {
 			b.Status.Conditions = []metav1.Condition{
 				{Type: stsbindv1.ConditionReady, Status: metav1.ConditionTrue, Reason: stsbindv1.ReasonCredentialsIssued},
 				{Type: stsbindv1.ConditionPodsInjected, Status: metav1.ConditionFalse, Reason: stsbindv1.ReasonPodsWithoutCredentials},
+			}
+			if tc.fresh {
+				b.Status.PodsWithoutCredentials = nil
+				b.Status.Conditions = b.Status.Conditions[:1]
 			}
 			setPodsStatus(b, tc.rep)
 			if diff := cmp.Diff(tc.wantCount, b.Status.PodsWithoutCredentials); diff != "" {
