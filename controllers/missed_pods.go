@@ -191,11 +191,15 @@ func reportPods(b *stsbindv1.IAMRoleBinding, pods []corev1.Pod) podReport {
 	secret := b.SecretNameOrDefault()
 	for i := range pods {
 		p := &pods[i]
-		if !needsCredentials(b, p) {
+		if podServiceAccountOf(p) != b.Spec.ServiceAccountName {
+			continue
+		}
+		f := factsOf(p)
+		if !needsCredentials(b, f) {
 			continue
 		}
 		rep.checked++
-		if !hasSecret(p, secret) && !declined(b, p) {
+		if !hasSecret(f, secret) && !declined(b, f) {
 			rep.missed = append(rep.missed, p.Name)
 		}
 	}

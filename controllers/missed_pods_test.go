@@ -312,23 +312,25 @@ func TestStripPodKeepsNoValues(t *testing.T) {
 		p.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}}
 	})
 	want := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web-0", Annotations: map[string]string{stsbindv1.AnnotationInject: "false"}},
-		Spec: corev1.PodSpec{
-			ServiceAccountName: "app",
-			Containers: []corev1.Container{{
-				Name: "app",
-				Env: []corev1.EnvVar{
-					{Name: "AWS_SECRET_ACCESS_KEY"},
-					{Name: "DB", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: "db"}, Key: "url"}}},
-				},
-				VolumeMounts: []corev1.VolumeMount{{Name: "creds", MountPath: "/var/run/secrets/stsbind.dev/s3-reader"}},
-			}},
-			Volumes: []corev1.Volume{{Name: "creds", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "s3-reader"}}}},
-		},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "team-a", Name: "web-0", Annotations: map[string]string{
+			stsbindv1.AnnotationInject: "false",
+			cachedContainers:           "app",
+			cachedSecrets:              "db,s3-reader",
+			cachedOwnKeys:              "app",
+			cachedMounts:               "app/s3-reader",
+		}},
+		Spec:   corev1.PodSpec{ServiceAccountName: "app"},
 		Status: corev1.PodStatus{Phase: corev1.PodPending},
 	}
-	if diff := cmp.Diff(want, stripPod(&p)); diff != "" {
+	got := stripPod(&p)
+	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("stripPod (-want +got):\n%s", diff)
+	}
+	if again := stripPod(got); again != got {
+		t.Error("stripping a stripped pod made a new one")
+	}
+	if diff := cmp.Diff(factsOf(&p), factsOf(got), cmp.AllowUnexported(podFacts{})); diff != "" {
+		t.Errorf("facts of the stripped pod differ (-whole +stripped):\n%s", diff)
 	}
 }
 

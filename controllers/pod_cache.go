@@ -21,12 +21,23 @@ const podServiceAccount = "spec.serviceAccountName"
 // creates it, no webhook can give it a Secret.
 const annotationMirror = "kubernetes.io/config.mirror"
 
+// A cached pod carries what the report reads in these annotations instead of
+// its spec (comma-separated; Secret, container and binding names hold no
+// comma). The slashes after the prefix make them keys no real pod has.
+const (
+	cachedContainers = "stsbind.dev/cached/containers" // init, then regular containers
+	cachedSecrets    = "stsbind.dev/cached/secrets"    // Secrets of volumes, projections, env, envFrom
+	cachedOwnKeys    = "stsbind.dev/cached/own-keys"   // containers that set an AWS credential variable
+	cachedMounts     = "stsbind.dev/cached/mounts"     // container/dir of mounts at credentials.MountRoot/dir
+)
+
 // PodCache is how the manager caches pods, for the report of pods that
 // missed injection: only pods that have not finished, and of each only what
-// tells whether it needs and has a binding's credentials: name, ServiceAccount,
-// the opt-out annotation, container names, and the Secret references of its
-// volumes and environment (never a variable's value). A pod of a typical Deployment shrinks from several
-// KiB to a few hundred bytes (hack/bench BenchmarkPodCache measures it).
+// tells whether it needs and has a binding's credentials (name,
+// ServiceAccount, the opt-out annotation, container names, the Secrets it
+// references; never a variable's value), folded into a few annotations. A
+// pod of a typical Deployment shrinks from about 13 KB to under 2 KB (hack/bench
+// BenchmarkPodCache measures it).
 func PodCache() cache.ByObject {
 	return cache.ByObject{
 		// Finished pods run nothing; the API server filters them out, and one
@@ -44,80 +55,110 @@ func PodCache() cache.ByObject {
 	}
 }
 
-// stripPod keeps of p what needsCredentials, declined and hasSecret read, and nothing
-// else. Both give the same answer for p and stripPod(p) (TestStripPodKeepsTheAnswer).
+// podFacts is what the report knows about a pod.
+type podFacts struct {
+	finished, optedOut, mirror bool
+	containers, secrets        []string
+	ownKeys, mounts            []string
+}
+
+// stripPod is the cached form of p: metadata for the cache's keys and
+// indexes, the phase, and factsOf(p) in annotations. An already stripped pod
+// (no containers: a real one has at least one) is returned as it is.
 func stripPod(p *corev1.Pod) *corev1.Pod {
+	if _, done := p.Annotations[cachedContainers]; done && len(p.Spec.Containers) == 0 {
+		return p
+	}
+	f := factsOf(p)
 	out := &corev1.Pod{}
 	out.Name, out.Namespace, out.UID = p.Name, p.Namespace, p.UID
 	out.ResourceVersion, out.DeletionTimestamp = p.ResourceVersion, p.DeletionTimestamp
-	for _, k := range [...]string{stsbindv1.AnnotationInject, annotationMirror} {
-		if v, ok := p.Annotations[k]; ok {
-			if out.Annotations == nil {
-				out.Annotations = make(map[string]string, 1)
-			}
-			out.Annotations[k] = v
-		}
-	}
 	out.Spec.ServiceAccountName = p.Spec.ServiceAccountName
 	out.Spec.DeprecatedServiceAccount = p.Spec.DeprecatedServiceAccount
-	out.Spec.InitContainers = stripContainers(p.Spec.InitContainers)
-	out.Spec.Containers = stripContainers(p.Spec.Containers)
-	for _, v := range p.Spec.Volumes {
-		switch {
-		case v.Secret != nil:
-			out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{
-				Secret: &corev1.SecretVolumeSource{SecretName: v.Secret.SecretName},
-			}})
-		case v.Projected != nil:
-			var sources []corev1.VolumeProjection
-			for _, s := range v.Projected.Sources {
-				if s.Secret != nil {
-					sources = append(sources, corev1.VolumeProjection{Secret: &corev1.SecretProjection{LocalObjectReference: s.Secret.LocalObjectReference}})
-				}
-			}
-			if len(sources) > 0 {
-				out.Spec.Volumes = append(out.Spec.Volumes, corev1.Volume{Name: v.Name, VolumeSource: corev1.VolumeSource{
-					Projected: &corev1.ProjectedVolumeSource{Sources: sources},
-				}})
-			}
+	out.Status.Phase = p.Status.Phase
+	a := make(map[string]string, 4)
+	for _, k := range [...]string{stsbindv1.AnnotationInject, annotationMirror} {
+		if v, ok := p.Annotations[k]; ok {
+			a[k] = v
 		}
 	}
-	out.Status.Phase = p.Status.Phase
+	a[cachedContainers] = strings.Join(f.containers, ",")
+	for k, v := range map[string][]string{cachedSecrets: f.secrets, cachedOwnKeys: f.ownKeys, cachedMounts: f.mounts} {
+		if len(v) > 0 {
+			a[k] = strings.Join(v, ",")
+		}
+	}
+	out.Annotations = a
 	return out
 }
 
-// stripContainers keeps each container's name, the variables that come from
-// a Secret, the names (never the values) of the AWS credential variables it
-// sets itself, and what it mounts under credentials.MountRoot.
-func stripContainers(cs []corev1.Container) []corev1.Container {
-	if len(cs) == 0 {
-		return nil
+// factsOf reads a pod, whole or stripped.
+func factsOf(p *corev1.Pod) podFacts {
+	f := podFacts{finished: p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed}
+	if v, ok := p.Annotations[stsbindv1.AnnotationInject]; ok {
+		inject, err := strconv.ParseBool(v)
+		f.optedOut = err == nil && !inject
 	}
-	out := make([]corev1.Container, len(cs))
-	for i, c := range cs {
-		out[i].Name = c.Name
-		for _, e := range c.Env {
-			switch {
-			case e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil:
-				out[i].Env = append(out[i].Env, corev1.EnvVar{Name: e.Name, ValueFrom: &corev1.EnvVarSource{
-					SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: e.ValueFrom.SecretKeyRef.LocalObjectReference, Key: e.ValueFrom.SecretKeyRef.Key},
-				}})
-			case isCredentialVar(e.Name):
-				out[i].Env = append(out[i].Env, corev1.EnvVar{Name: e.Name})
+	_, f.mirror = p.Annotations[annotationMirror]
+	if _, done := p.Annotations[cachedContainers]; done && len(p.Spec.Containers) == 0 {
+		split := func(k string) []string {
+			if v := p.Annotations[k]; v != "" {
+				return strings.Split(v, ",")
 			}
+			return nil
 		}
-		for _, m := range c.VolumeMounts {
-			if strings.HasPrefix(m.MountPath, credentials.MountRoot+"/") {
-				out[i].VolumeMounts = append(out[i].VolumeMounts, corev1.VolumeMount{Name: m.Name, MountPath: m.MountPath})
-			}
-		}
-		for _, e := range c.EnvFrom {
-			if e.SecretRef != nil {
-				out[i].EnvFrom = append(out[i].EnvFrom, corev1.EnvFromSource{SecretRef: &corev1.SecretEnvSource{LocalObjectReference: e.SecretRef.LocalObjectReference}})
-			}
+		f.containers, f.secrets, f.ownKeys, f.mounts = split(cachedContainers), split(cachedSecrets), split(cachedOwnKeys), split(cachedMounts)
+		return f
+	}
+	addSecret := func(name string) {
+		if name != "" && !slices.Contains(f.secrets, name) {
+			f.secrets = append(f.secrets, name)
 		}
 	}
-	return out
+	for _, v := range p.Spec.Volumes {
+		if v.Secret != nil {
+			addSecret(v.Secret.SecretName)
+		}
+		if v.Projected != nil {
+			for _, s := range v.Projected.Sources {
+				if s.Secret != nil {
+					addSecret(s.Secret.Name)
+				}
+			}
+		}
+	}
+	for _, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
+		for _, c := range cs {
+			f.containers = append(f.containers, c.Name)
+			ownKey := false
+			for _, e := range c.Env {
+				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
+					addSecret(e.ValueFrom.SecretKeyRef.Name)
+				}
+				ownKey = ownKey || isCredentialVar(e.Name)
+			}
+			if ownKey {
+				f.ownKeys = append(f.ownKeys, c.Name)
+			}
+			for _, e := range c.EnvFrom {
+				if e.SecretRef != nil {
+					addSecret(e.SecretRef.Name)
+				}
+			}
+			for _, m := range c.VolumeMounts {
+				dir, ok := strings.CutPrefix(strings.TrimSuffix(m.MountPath, "/"), credentials.MountRoot+"/")
+				if ok && dir != "" && !strings.ContainsAny(dir, "/,") {
+					f.mounts = append(f.mounts, c.Name+"/"+dir)
+				}
+			}
+		}
+	}
+	slices.Sort(f.secrets)
+	return f
+}
+
+func isCredentialVar(name string) bool {
+	return name == credentials.KeyAccessKeyID || name == credentials.KeySecretAccessKey || name == credentials.KeySessionToken
 }
 
 // podServiceAccountOf is the pod's ServiceAccount; the API server's admission
@@ -133,62 +174,31 @@ func podServiceAccountOf(p *corev1.Pod) string {
 }
 
 // needsCredentials reports whether the webhook would have handed binding b's
-// credentials to pod p, had it seen p: p runs as b's ServiceAccount, is
-// neither finished nor going away, did not opt out, is no mirror pod, and has
-// a container b's allow-list selects. b's mode is not None (the caller's check).
-func needsCredentials(b *stsbindv1.IAMRoleBinding, p *corev1.Pod) bool {
-	if p.DeletionTimestamp != nil || p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+// credentials to the pod, had it seen it: the pod (of b's ServiceAccount, the
+// caller's check) is neither finished nor going away, did not opt out, is no
+// mirror pod, and has a container b's allow-list selects. b's mode is not
+// None (the caller's check too).
+func needsCredentials(b *stsbindv1.IAMRoleBinding, f podFacts) bool {
+	if f.finished || f.optedOut || f.mirror {
 		return false
 	}
-	if podServiceAccountOf(p) != b.Spec.ServiceAccountName {
-		return false
-	}
-	if v, ok := p.Annotations[stsbindv1.AnnotationInject]; ok {
-		if inject, err := strconv.ParseBool(v); err == nil && !inject {
-			return false
-		}
-	}
-	if _, mirror := p.Annotations[annotationMirror]; mirror {
-		return false
-	}
-	for _, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		for _, c := range cs {
-			if selectsContainer(b, c.Name) {
-				return true
-			}
-		}
-	}
-	return false
+	return slices.ContainsFunc(f.containers, func(c string) bool { return selectsContainer(b, c) })
 }
 
-func isCredentialVar(name string) bool {
-	return name == credentials.KeyAccessKeyID || name == credentials.KeySecretAccessKey || name == credentials.KeySessionToken
-}
-
-// declined reports whether the webhook leaves pod p without binding b's
+// declined reports whether the webhook leaves the pod without binding b's
 // Secret on purpose, so that a restart would not change it: in Env mode a
 // selected container sets an AWS credential variable itself (the pod keeps its
 // own keys), in Files mode one mounts another volume at the binding's mount
 // directory. Neither counts as a missed pod.
-func declined(b *stsbindv1.IAMRoleBinding, p *corev1.Pod) bool {
-	mode := b.InjectionModeOrDefault()
-	dir := credentials.MountDir(b.Name)
-	for _, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		for _, c := range cs {
-			if !selectsContainer(b, c.Name) {
-				continue
-			}
-			switch mode {
-			case stsbindv1.InjectionEnv:
-				if slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool { return isCredentialVar(e.Name) }) {
-					return true
-				}
-			case stsbindv1.InjectionFiles:
-				if slices.ContainsFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return strings.TrimSuffix(m.MountPath, "/") == dir }) {
-					return true
-				}
-			}
-		}
+func declined(b *stsbindv1.IAMRoleBinding, f podFacts) bool {
+	switch b.InjectionModeOrDefault() {
+	case stsbindv1.InjectionEnv:
+		return slices.ContainsFunc(f.ownKeys, func(c string) bool { return selectsContainer(b, c) })
+	case stsbindv1.InjectionFiles:
+		return slices.ContainsFunc(f.mounts, func(m string) bool {
+			c, dir, _ := strings.Cut(m, "/")
+			return dir == b.Name && selectsContainer(b, c)
+		})
 	}
 	return false
 }
@@ -204,32 +214,6 @@ func selectsContainer(b *stsbindv1.IAMRoleBinding, name string) bool {
 // does a pod that a person wired to the Secret by hand. It is the
 // credentials' own path, not a mark the webhook writes that a copied
 // manifest could carry without them.
-func hasSecret(p *corev1.Pod, name string) bool {
-	for _, v := range p.Spec.Volumes {
-		if v.Secret != nil && v.Secret.SecretName == name {
-			return true
-		}
-		if v.Projected != nil {
-			for _, s := range v.Projected.Sources {
-				if s.Secret != nil && s.Secret.Name == name {
-					return true
-				}
-			}
-		}
-	}
-	for _, cs := range [2][]corev1.Container{p.Spec.InitContainers, p.Spec.Containers} {
-		for _, c := range cs {
-			for _, e := range c.Env {
-				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil && e.ValueFrom.SecretKeyRef.Name == name {
-					return true
-				}
-			}
-			for _, e := range c.EnvFrom {
-				if e.SecretRef != nil && e.SecretRef.Name == name {
-					return true
-				}
-			}
-		}
-	}
-	return false
+func hasSecret(f podFacts, name string) bool {
+	return slices.Contains(f.secrets, name)
 }
