@@ -408,7 +408,7 @@ func TestRBACEqualsGenerated(t *testing.T) {
 
 // restartResources are what restart on rotation reads and patches.
 var restartResources = map[string]bool{
-	"/pods": true, "apps/replicasets": true, "apps/deployments": true, "apps/statefulsets": true, "apps/daemonsets": true,
+	"apps/replicasets": true, "apps/deployments": true, "apps/statefulsets": true, "apps/daemonsets": true,
 }
 
 // permission is one verb on one resource as RBAC grants it: in which role

@@ -67,7 +67,6 @@ resource fails the rendering until someone decides where it is granted.
   "stsbind.dev/iamrolebindings" "namespaced"
   "stsbind.dev/iamrolebindings/status" "namespaced"
   "stsbind.dev/iamrolebindings/finalizers" "namespaced"
-  "/pods" "restart"
   "apps/replicasets" "restart"
   "apps/deployments" "restart"
   "apps/statefulsets" "restart"
