@@ -174,7 +174,7 @@ func (r *missedPodsReconciler) Reconcile(ctx context.Context, req ctrl.Request) 
 
 // podReport is what a binding's status says about its ServiceAccount's pods.
 type podReport struct {
-	applies bool     // false for mode None: nothing is injected, nothing missed
+	applies bool     // false for modes None and WebIdentity: nothing reported
 	checked int      // pods that need the binding's credentials
 	missed  []string // of those, the ones without them, sorted
 }
@@ -184,7 +184,13 @@ type podReport struct {
 // its Secret, unless the webhook would leave it out again. A pod that started
 // before the binding existed lacks it too.
 func reportPods(b *stsbindv1.IAMRoleBinding, pods []corev1.Pod) podReport {
-	if b.InjectionModeOrDefault() == stsbindv1.InjectionNone {
+	switch b.InjectionModeOrDefault() {
+	case stsbindv1.InjectionNone:
+		return podReport{}
+	case stsbindv1.InjectionWebIdentity:
+		// No Secret: the webhook projects a token when the provider allows
+		// it at admission. Not reported yet (the pod's projected token at
+		// the binding's mount directory would tell an injected pod).
 		return podReport{}
 	}
 	rep := podReport{applies: true}

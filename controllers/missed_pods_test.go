@@ -74,6 +74,10 @@ func TestReportPods(t *testing.T) {
 			binding: testBinding(stsbindv1.InjectionNone),
 			pods:    []corev1.Pod{testPod("web-0", running)},
 		},
+		"mode WebIdentity: not reported (no Secret to look for)": {
+			binding: testBinding(stsbindv1.InjectionWebIdentity),
+			pods:    []corev1.Pod{testPod("web-0", running)},
+		},
 		"opted out": {
 			binding:     testBinding(stsbindv1.InjectionFiles),
 			pods:        []corev1.Pod{testPod("web-0", func(p *corev1.Pod) { p.Annotations = map[string]string{stsbindv1.AnnotationInject: "false"} })},

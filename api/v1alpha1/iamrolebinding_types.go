@@ -110,7 +110,7 @@ const (
 	// ConditionPodsInjected is True when every running pod of the
 	// ServiceAccount has the binding's Secret, False when some run without it
 	// (admitted while the webhook was unreachable, or started before the
-	// binding existed). Absent for mode None.
+	// binding existed). Absent for modes None and WebIdentity.
 	ConditionPodsInjected = "PodsInjected"
 
 	ReasonAllPodsInjected        = "AllPodsInjected"
@@ -437,7 +437,7 @@ type IAMRoleBindingStatus struct {
 	// the webhook was unreachable, or started before the binding existed.
 	// Restart them so that the webhook injects them; condition PodsInjected
 	// names them. Pods annotated stsbind.dev/inject: "false" do not count;
-	// unset for mode None.
+	// unset for modes None and WebIdentity.
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	PodsWithoutCredentials *int32 `json:"podsWithoutCredentials,omitempty"`
