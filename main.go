@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -141,6 +142,8 @@ func run(o options) error {
 		ByObject: map[client.Object]cache.ByObject{
 			// Only Secrets stsbind wrote are cached: no cluster-wide Secret cache.
 			&corev1.Secret{}: controllers.SecretCache(),
+			// Pods that have not finished, stripped to their Secret references.
+			&corev1.Pod{}: controllers.PodCache(),
 		},
 		// Nothing reads managedFields; at 10,000 bindings they are a tenth
 		// of the cache.
@@ -217,6 +220,7 @@ func run(o options) error {
 	}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the ClusterSTSProvider controller: %w", err)
 	}
+	metrics.Registry.MustRegister(controllers.BindingMetrics{Reader: mgr.GetCache()})
 	webhookReady, err := setupWebhook(mgr, o)
 	if err != nil {
 		return fmt.Errorf("setting up the pod webhook: %w", err)

@@ -140,6 +140,8 @@ func TestSchemaRejectsBadValues(t *testing.T) {
 		"provider rate":          {set: "defaultProvider.rateLimit.qps=0", wantText: "/defaultProvider/rateLimit/qps"},
 		"provider audience":      {set: "defaultProvider.audience=sts example", wantText: "/defaultProvider/audience"},
 		"watchNamespaces string": {set: "watchNamespaces=team-a", wantText: "/watchNamespaces"},
+		"alert for: Go duration": {set: "metrics.prometheusRule.notReadyFor=1.5h", wantText: "/metrics/prometheusRule/notReadyFor"},
+		"alert minutes type":     {set: "metrics.prometheusRule.expiringWithinMinutes=10m", wantText: "/metrics/prometheusRule/expiringWithinMinutes"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -406,7 +408,7 @@ func TestRBACEqualsGenerated(t *testing.T) {
 
 // restartResources are what restart on rotation reads and patches.
 var restartResources = map[string]bool{
-	"/pods": true, "apps/replicasets": true, "apps/deployments": true, "apps/statefulsets": true, "apps/daemonsets": true,
+	"apps/replicasets": true, "apps/deployments": true, "apps/statefulsets": true, "apps/daemonsets": true,
 }
 
 // permission is one verb on one resource as RBAC grants it: in which role

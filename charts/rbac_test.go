@@ -271,7 +271,7 @@ func startOperator(t *testing.T, cfg *rest.Config, logs *testenv.SyncBuffer, arg
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache: cache.Options{
-			ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: controllers.SecretCache()},
+			ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: controllers.SecretCache(), &corev1.Pod{}: controllers.PodCache()},
 			DefaultNamespaces: watched,
 			DefaultTransform:  cache.TransformStripManagedFields(),
 		},

@@ -112,6 +112,9 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 	if r.BackoffMax == 0 {
 		r.BackoffMax = 5 * time.Minute
 	}
+	if err := setupMissedPods(mgr, &missedPodsReconciler{Client: r.Client, Recorder: r.Recorder, SkipNameValidation: r.SkipNameValidation}); err != nil {
+		return err
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("iamrolebinding").
 		// Status writes do not bump the generation; without this predicate

@@ -104,6 +104,19 @@ const (
 	ReasonExchangedInPod = "ExchangedInPod"
 )
 
+// The condition that says whether the ServiceAccount's pods got the
+// credentials, and its reasons.
+const (
+	// ConditionPodsInjected is True when every running pod of the
+	// ServiceAccount has the binding's Secret, False when some run without it
+	// (admitted while the webhook was unreachable, or started before the
+	// binding existed). Absent for modes None and WebIdentity.
+	ConditionPodsInjected = "PodsInjected"
+
+	ReasonAllPodsInjected        = "AllPodsInjected"
+	ReasonPodsWithoutCredentials = "PodsWithoutCredentials"
+)
+
 // Labels and annotations stsbind puts on the Secrets it writes and the pods it mutates.
 const (
 	LabelManagedBy      = "app.kubernetes.io/managed-by"
@@ -418,6 +431,16 @@ type IAMRoleBindingStatus struct {
 	// restart is the state of spec.injection.restartOnRotation.
 	// +optional
 	Restart *RestartStatus `json:"restart,omitempty"`
+
+	// podsWithoutCredentials is how many pods of the ServiceAccount are
+	// running (or about to) without this binding's Secret: admitted while
+	// the webhook was unreachable, or started before the binding existed.
+	// Restart them so that the webhook injects them; condition PodsInjected
+	// names them. Pods annotated stsbind.dev/inject: "false" do not count;
+	// unset for modes None and WebIdentity.
+	// +optional
+	// +kubebuilder:validation:Minimum=0
+	PodsWithoutCredentials *int32 `json:"podsWithoutCredentials,omitempty"`
 }
 
 // RestartStatus records the restarts on rotation of a binding's workloads.
@@ -489,6 +512,7 @@ type WorkloadRestart struct {
 // +kubebuilder:printcolumn:name="Ready",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].status`
 // +kubebuilder:printcolumn:name="Reason",type=string,JSONPath=`.status.conditions[?(@.type=="Ready")].reason`,priority=1
 // +kubebuilder:printcolumn:name="Expires",type=string,JSONPath=`.status.expiration`
+// +kubebuilder:printcolumn:name="Missed-Pods",type=integer,JSONPath=`.status.podsWithoutCredentials`
 // +kubebuilder:printcolumn:name="Provider",type=string,JSONPath=`.status.provider`,priority=1
 // +kubebuilder:printcolumn:name="Account",type=string,JSONPath=`.status.account`,priority=1
 // +kubebuilder:printcolumn:name="Mode",type=string,JSONPath=`.spec.injection.mode`,priority=1

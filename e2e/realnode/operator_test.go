@@ -126,6 +126,9 @@ func registerWebhook(ctx context.Context, root, url string) error {
 		w.FailurePolicy = ptr.To(admissionregistrationv1.Fail)
 		w.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpNotIn, Values: []string{"kube-system"},
+		}, {
+			// Namespaces of TestPodsMissedDuringWebhookOutage get their own webhook.
+			Key: outageLabel, Operator: metav1.LabelSelectorOpDoesNotExist,
 		}}}
 	}
 	return suite.Client.Create(ctx, &cfg)

@@ -263,6 +263,7 @@ func (s *scaleRun) startManager(ctx context.Context, restart bool) (stopped <-ch
 		Cache: cache.Options{
 			ByObject: map[client.Object]cache.ByObject{
 				&corev1.Secret{}: controllers.SecretCache(),
+				&corev1.Pod{}:    controllers.PodCache(),
 			},
 			DefaultTransform: cache.TransformStripManagedFields(),
 		},

@@ -35,6 +35,8 @@ run() {
 run go test -run '^$' -bench 'BenchmarkMutatePod|BenchmarkLookup' -benchmem -count 5 ./webhook/
 # The admission endpoint over HTTPS at 1,000 reviews/s, 10 s per case.
 STSBIND_BENCH_SCALE=1 run go test -run '^$' -bench BenchmarkWebhookHTTPS -benchtime 1x -timeout 10m ./hack/bench/
+# The missed-pods report's pod cache at 10,000 pods, stripped and whole.
+STSBIND_BENCH_SCALE=1 run go test -run '^$' -bench BenchmarkPodCache -benchtime 1x -timeout 30m ./hack/bench/
 # The controller at scale: a fresh control plane and process per scale, so
 # that peak RSS is that scale's.
 # The STS limit is set for the 60 s target: main.go's default (100/s, burst

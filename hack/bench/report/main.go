@@ -120,6 +120,16 @@ func checks(r results) []check {
 			check{label + ": errors", bench, "errors", 1, "%.0f", errTarget, errOK},
 		)
 	}
+	for _, c := range []struct{ unit, label, format string }{
+		{"stripped-heap-MiB", "pod cache (missed-pods report), stripped: heap", "%.1f MiB"},
+		{"stripped-heap-B/pod", "pod cache, stripped: heap per pod", "%.0f B"},
+		{"stripped-RSS-growth-MiB", "pod cache, stripped: RSS growth while filling", "%.0f MiB"},
+		{"whole-heap-MiB", "pod cache, whole pods (for comparison): heap", "%.1f MiB"},
+		{"whole-RSS-growth-MiB", "pod cache, whole pods: RSS growth while filling", "%.0f MiB"},
+	} {
+		pods, _ := r.get("BenchmarkPodCache", "pods")
+		cs = append(cs, check{fmt.Sprintf("%s, %.0f pods", c.label, pods), "BenchmarkPodCache", c.unit, 1, c.format, "", nil})
+	}
 	var scales []string
 	for name := range r {
 		if n, ok := strings.CutPrefix(name, "BenchmarkControllerScale/bindings="); ok {
