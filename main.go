@@ -266,8 +266,8 @@ func sidecarOptions(o options) (webhook.SidecarOptions, error) {
 		return webhook.SidecarOptions{}, fmt.Errorf("--sidecar-port must be a port number, not %d", o.sidecarPort)
 	}
 	return webhook.SidecarOptions{
-		Image: o.sidecarImage,
-		Port:  int32(o.sidecarPort),
+		Image:    o.sidecarImage,
+		Port:     int32(o.sidecarPort),
 		Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem},
 	}, nil
 }

@@ -26,7 +26,7 @@ var fixtureOptions = Options{
 	Sidecar: SidecarOptions{Image: "ghcr.io/stsbind/stsbind:test", Requests: corev1.ResourceList{
 		corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
 	}},
-	NewToken:      func() string { return "per-pod-token-for-tests" },
+	NewToken: func() string { return "per-pod-token-for-tests" },
 }
 
 // readFixture reads <case>.in.yaml: a Pod, then the IAMRoleBindings of its
