@@ -59,6 +59,7 @@ resource fails the rendering until someone decides where it is granted.
   "stsbind.dev/clusterstsproviders" "cluster"
   "stsbind.dev/clusterstsproviders/status" "cluster"
   "admissionregistration.k8s.io/mutatingwebhookconfigurations" "webhook"
+  "/configmaps" "namespaced"
   "/secrets" "namespaced"
   "/serviceaccounts" "namespaced"
   "/serviceaccounts/token" "namespaced"
