@@ -3,8 +3,6 @@
 package webhook
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"slices"
 	"strconv"
@@ -107,11 +105,11 @@ func mutatePodWith(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Op
 	if len(plans) > 1 {
 		slices.SortFunc(plans, func(a, b plan) int { return strings.Compare(a.b.Name, b.b.Name) })
 	}
+	def := defaultBinding(pod, plans)
 	m := mutation{pod: pod, opts: opts, envFrom: envFrom}
 	for i := range plans {
-		m.decide(&plans[i])
+		m.decide(&plans[i], plans[i].b == def)
 	}
-	def := defaultBinding(pod, plans)
 	m.token = ensureSidecar(pod, plans, opts)
 	for i := range plans {
 		m.inject(&plans[i], plans[i].b == def)
@@ -143,7 +141,7 @@ func (m *mutation) note(format string, args ...any) {
 }
 
 // decide fills in the plan's mode and stuck reason, with their notes.
-func (m *mutation) decide(p *plan) {
+func (m *mutation) decide(p *plan, isDefault bool) {
 	p.mode = p.b.InjectionModeOrDefault()
 	if p.mode == stsbindv1.InjectionEndpoint && m.pod.Spec.HostNetwork {
 		// Every hostNetwork pod of the node shares one loopback: a second
@@ -154,7 +152,7 @@ func (m *mutation) decide(p *plan) {
 	}
 	// A WebIdentity binding has no Secret to wait for.
 	if p.stuck = stuckReason(p.b); p.stuck != "" && usesSecret(p.b) {
-		if p.mode == stsbindv1.InjectionEnv {
+		if p.mode == stsbindv1.InjectionEnv && isDefault {
 			m.note("binding %s is not Ready (%s): containers that take its variables wait for its Secret, since Env values are fixed when a container starts", p.b.Name, p.stuck)
 		} else {
 			m.note("binding %s is not Ready (%s): its Secret is mounted optional, so containers start without its credentials and kubelet adds them at its next sync of the pod (about a minute) once the binding is Ready", p.b.Name, p.stuck)
@@ -261,15 +259,6 @@ func (m *mutation) inject(p *plan, isDefault bool) {
 	}
 }
 
-func addSecretVolume(pod *corev1.Pod, vol string, b *stsbindv1.IAMRoleBinding, optional bool) {
-	mode := secretFileMode
-	src := &corev1.SecretVolumeSource{SecretName: b.SecretNameOrDefault(), DefaultMode: &mode}
-	if optional {
-		src.Optional = &optional
-	}
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{Name: vol, VolumeSource: corev1.VolumeSource{Secret: src}})
-}
-
 // selects reports whether the binding's container allow-list admits name.
 func selects(b *stsbindv1.IAMRoleBinding, name string) bool {
 	return len(b.Spec.Injection.Containers) == 0 || slices.Contains(b.Spec.Injection.Containers, name)
@@ -284,124 +273,6 @@ func selectsAny(b *stsbindv1.IAMRoleBinding, pod *corev1.Pod) bool {
 			if selects(b, cs[i].Name) {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-// volumeFor names the pod volume for the binding's Secret and says whether the
-// pod has it already (from an earlier invocation). A volume under the
-// preferred name that is not this Secret is left alone and the hashed name is
-// used instead; ok is false when both names are taken by other volumes.
-func volumeFor(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding) (name string, exists, ok bool) {
-	secret := b.SecretNameOrDefault()
-	for _, name := range [2]string{VolumeName(b.Name), hashedVolumeName(b.Name)} {
-		i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name })
-		if i < 0 {
-			return name, false, true
-		}
-		if s := pod.Spec.Volumes[i].Secret; s != nil && s.SecretName == secret {
-			return name, true, true
-		}
-	}
-	return "", false, false
-}
-
-// VolumeName is the pod volume of a binding's Secret: stsbind-<binding>, or a
-// shortened name with a hash when that is not a valid volume name (longer
-// than 63 characters, or a binding name with dots).
-func VolumeName(binding string) string {
-	if len(volumePrefix)+len(binding) <= maxVolumeName && !strings.Contains(binding, ".") {
-		return volumePrefix + binding
-	}
-	return hashedVolumeName(binding)
-}
-
-// hashedVolumeName is stsbind-<prefix of binding>-<8 hex digits of its SHA-256>.
-func hashedVolumeName(binding string) string {
-	sum := sha256.Sum256([]byte(binding))
-	suffix := hex.EncodeToString(sum[:4])
-	stem := strings.ReplaceAll(binding, ".", "-")
-	if max := maxVolumeName - len(volumePrefix) - 1 - len(suffix); len(stem) > max {
-		stem = stem[:max]
-	}
-	return volumePrefix + strings.TrimRight(stem, "-") + "-" + suffix
-}
-
-// addMount mounts the volume read-only at dir unless the container already
-// mounts something else there, and reports whether the container mounts the
-// volume at dir. Never subPath: those never see the refreshed Secret.
-func addMount(c *corev1.Container, vol, dir string) bool {
-	for _, m := range c.VolumeMounts {
-		if strings.TrimSuffix(m.MountPath, "/") == dir {
-			return m.Name == vol
-		}
-	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: vol, MountPath: dir, ReadOnly: true})
-	return true
-}
-
-// addEnv points container c at the default binding's credentials and
-// region, unless c already has credentials of its own: then it gets no AWS_*
-// variable, and stsbind's own from an earlier invocation are taken out again.
-func (m *mutation) addEnv(c *corev1.Container, p *plan, dir string) {
-	var buf [len(envCredentialKeys)]corev1.EnvVar
-	ours := m.credentialVars(buf[:0], p, dir)
-	fromEnvFrom := m.envFrom[c.Name]
-	if src := ownSource(c, ours, fromEnvFrom); src != "" {
-		removeEnv(c, ours)
-		m.note("container %s sets %s: it keeps its own AWS credentials and gets no AWS_* variable from binding %s", c.Name, src, p.b.Name)
-		return
-	}
-	for _, v := range ours {
-		setEnv(c, v)
-	}
-	region := p.b.Spec.Region
-	if region == "" {
-		region = m.opts.DefaultRegion
-	}
-	// The two region variables go together: SDKs differ in which one wins.
-	if region != "" && !setsRegion(c, fromEnvFrom) {
-		c.Env = append(c.Env,
-			corev1.EnvVar{Name: EnvRegion, Value: region},
-			corev1.EnvVar{Name: EnvDefaultRegion, Value: region})
-	}
-}
-
-// credentialVars appends to vars the variables that give a container the
-// binding's credentials in the plan's mode.
-func (m *mutation) credentialVars(vars []corev1.EnvVar, p *plan, dir string) []corev1.EnvVar {
-	switch p.mode {
-	case stsbindv1.InjectionFiles:
-		vars = append(vars, corev1.EnvVar{Name: EnvConfigFile, Value: dir + "/" + credentials.KeyConfigFile})
-	case stsbindv1.InjectionEndpoint:
-		vars = append(vars,
-			corev1.EnvVar{Name: EnvFullURI, Value: endpointURL(p.b.Name, m.opts.sidecarPort())},
-			corev1.EnvVar{Name: EnvAuthToken, Value: m.token})
-	case stsbindv1.InjectionEnv:
-		// All three from one Secret: a key of one session with a token of
-		// another works nowhere.
-		secret := p.b.SecretNameOrDefault()
-		for _, k := range envCredentialKeys {
-			vars = append(vars, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{
-				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: k},
-			}})
-		}
-	}
-	return vars
-}
-
-// setEnv adds v unless the container already sets a variable of that name.
-func setEnv(c *corev1.Container, v corev1.EnvVar) {
-	if !hasEnv(c, v.Name) {
-		c.Env = append(c.Env, v)
-	}
-}
-
-func hasEnv(c *corev1.Container, name string) bool {
-	for i := range c.Env {
-		if c.Env[i].Name == name {
-			return true
 		}
 	}
 	return false

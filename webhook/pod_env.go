@@ -6,6 +6,9 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
+
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/credentials"
 )
 
 // credentialSourceVars are the variables by which an AWS SDK or the AWS CLI
@@ -76,4 +79,70 @@ func setsRegion(c *corev1.Container, fromEnvFrom []string) bool {
 // a variable named AWS_*.
 func mayYieldAWSNames(prefix string) bool {
 	return strings.HasPrefix("AWS_", prefix) || strings.HasPrefix(prefix, "AWS_")
+}
+
+// addEnv points container c at the default binding's credentials and
+// region, unless c already has credentials of its own: then it gets no AWS_*
+// variable, and stsbind's own from an earlier invocation are taken out again.
+func (m *mutation) addEnv(c *corev1.Container, p *plan, dir string) {
+	var buf [len(envCredentialKeys)]corev1.EnvVar
+	ours := m.credentialVars(buf[:0], p, dir)
+	fromEnvFrom := m.envFrom[c.Name]
+	if src := ownSource(c, ours, fromEnvFrom); src != "" {
+		removeEnv(c, ours)
+		m.note("container %s sets %s: it keeps its own AWS credentials and gets no AWS_* variable from binding %s", c.Name, src, p.b.Name)
+		return
+	}
+	for _, v := range ours {
+		setEnv(c, v)
+	}
+	region := p.b.Spec.Region
+	if region == "" {
+		region = m.opts.DefaultRegion
+	}
+	// The two region variables go together: SDKs differ in which one wins.
+	if region != "" && !setsRegion(c, fromEnvFrom) {
+		c.Env = append(c.Env,
+			corev1.EnvVar{Name: EnvRegion, Value: region},
+			corev1.EnvVar{Name: EnvDefaultRegion, Value: region})
+	}
+}
+
+// credentialVars appends to vars the variables that give a container the
+// binding's credentials in the plan's mode.
+func (m *mutation) credentialVars(vars []corev1.EnvVar, p *plan, dir string) []corev1.EnvVar {
+	switch p.mode {
+	case stsbindv1.InjectionFiles:
+		vars = append(vars, corev1.EnvVar{Name: EnvConfigFile, Value: dir + "/" + credentials.KeyConfigFile})
+	case stsbindv1.InjectionEndpoint:
+		vars = append(vars,
+			corev1.EnvVar{Name: EnvFullURI, Value: endpointURL(p.b.Name, m.opts.sidecarPort())},
+			corev1.EnvVar{Name: EnvAuthToken, Value: m.token})
+	case stsbindv1.InjectionEnv:
+		// All three from one Secret: a key of one session with a token of
+		// another works nowhere.
+		secret := p.b.SecretNameOrDefault()
+		for _, k := range envCredentialKeys {
+			vars = append(vars, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{
+				SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: k},
+			}})
+		}
+	}
+	return vars
+}
+
+// setEnv adds v unless the container already sets a variable of that name.
+func setEnv(c *corev1.Container, v corev1.EnvVar) {
+	if !hasEnv(c, v.Name) {
+		c.Env = append(c.Env, v)
+	}
+}
+
+func hasEnv(c *corev1.Container, name string) bool {
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			return true
+		}
+	}
+	return false
 }
