@@ -105,8 +105,11 @@ func main() {
 	flag.StringVar(&o.webhookCertMode, "webhook-cert-mode", "self-managed", "Serving certificate of the pod webhook: self-managed (the operator keeps a CA and certificate in --webhook-cert-secret, rotates them and updates the caBundle), cert-manager (files in --webhook-cert-dir, caBundle injected by cert-manager) or disabled (no webhook).")
 	flag.StringVar(&o.sidecarImage, "sidecar-image", "ghcr.io/stsbind/stsbind:0.1.0", "Image of the Endpoint-mode sidecar: the operator's own image, which holds /credentials-server.")
 	flag.IntVar(&o.sidecarPort, "sidecar-port", int(webhook.DefaultSidecarPort), "Loopback port the Endpoint-mode sidecar serves on in each pod.")
-	flag.StringVar(&o.sidecarCPU, "sidecar-cpu-request", "5m", "CPU request of the Endpoint-mode sidecar.")
-	flag.StringVar(&o.sidecarMemory, "sidecar-memory", "16Mi", "Memory request and limit of the Endpoint-mode sidecar.")
+	// The sidecar follows the pod: it requests CPU or memory only when the
+	// pod's containers do, and is limited to the same amount only when they
+	// are limited, so a pod keeps its QoS class and its quota admission.
+	flag.StringVar(&o.sidecarCPU, "sidecar-cpu-request", "5m", "CPU of the Endpoint-mode sidecar: its request when the pod's containers request CPU, and its limit when they are limited.")
+	flag.StringVar(&o.sidecarMemory, "sidecar-memory", "16Mi", "Memory of the Endpoint-mode sidecar: its request when the pod's containers request memory, and its limit when they are limited.")
 	flag.DurationVar(&o.shutdownDelay, "shutdown-delay", 5*time.Second, "How long the operator keeps serving after SIGTERM, while the webhook Service's endpoints and kube-proxy let go of the pod, so that pods created meanwhile are still injected.")
 	flag.StringVar(&o.webhookHost, "webhook-host", "", "Address the pod webhook listens on (default: all).")
 	flag.IntVar(&o.webhookPort, "webhook-port", 9443, "Port the pod webhook listens on.")
@@ -267,12 +270,9 @@ func sidecarOptions(o options) (webhook.SidecarOptions, error) {
 		return webhook.SidecarOptions{}, fmt.Errorf("--sidecar-port must be a port number, not %d", o.sidecarPort)
 	}
 	return webhook.SidecarOptions{
-		Image: o.sidecarImage,
-		Port:  int32(o.sidecarPort),
-		Resources: corev1.ResourceRequirements{
-			Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem},
-			Limits:   corev1.ResourceList{corev1.ResourceMemory: mem},
-		},
+		Image:    o.sidecarImage,
+		Port:     int32(o.sidecarPort),
+		Requests: corev1.ResourceList{corev1.ResourceCPU: cpu, corev1.ResourceMemory: mem},
 	}, nil
 }
 

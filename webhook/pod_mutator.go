@@ -3,8 +3,7 @@
 package webhook
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
+	"fmt"
 	"slices"
 	"strconv"
 	"strings"
@@ -37,8 +36,10 @@ type SidecarOptions struct {
 	Image string
 	// Port is the loopback port it serves on; default 9911.
 	Port int32
-	// Resources of the sidecar container.
-	Resources corev1.ResourceRequirements
+	// Requests of the sidecar container, for the resources the pod's own
+	// containers request; it is limited to the same amounts on the resources
+	// they limit (sidecarResources).
+	Requests corev1.ResourceList
 }
 
 // Environment variables the webhook sets.
@@ -52,6 +53,9 @@ const (
 	EnvAuthToken = "AWS_CONTAINER_AUTHORIZATION_TOKEN"
 )
 
+// AnnotationNotes on a pod says what the webhook left out on purpose and why.
+const AnnotationNotes = "stsbind.dev/injection-notes"
+
 const (
 	volumePrefix = "stsbind-"
 	// secretFileMode lets a container running as any user read the files.
@@ -60,8 +64,7 @@ const (
 )
 
 // envCredentialKeys are set together in Env mode, each from the Secret key of
-// the same name: a pod that sets one of them keeps all three its own, since a
-// key of one session with a token of another works nowhere.
+// the same name.
 var envCredentialKeys = [...]string{credentials.KeyAccessKeyID, credentials.KeySecretAccessKey, credentials.KeySessionToken}
 
 // mutatePod hands the pod the credentials of bindings, which are the
@@ -73,31 +76,97 @@ var envCredentialKeys = [...]string{credentials.KeyAccessKeyID, credentials.KeyS
 // Secret mounted at credentials.MountDir(binding). The AWS_* variables point at
 // the default binding only: the one named by the pod's
 // stsbind.dev/default-binding annotation, else the first by name, which is then
-// written to that annotation.
+// written to that annotation. Whatever the mutation left out on purpose (a
+// container with credentials of its own, a binding that cannot issue
+// credentials, Endpoint in a hostNetwork pod) is said in the
+// stsbind.dev/injection-notes annotation.
 func mutatePod(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Options) {
+	mutatePodWith(pod, bindings, opts, nil)
+}
+
+// mutatePodWith is mutatePod for a pod whose envFrom sources were read:
+// envFrom names the AWS_* variables they set, per container.
+func mutatePodWith(pod *corev1.Pod, bindings []stsbindv1.IAMRoleBinding, opts Options, envFrom EnvFromNames) {
 	if optedOut(pod) {
 		return
 	}
 	sa := serviceAccountOf(pod)
-	var buf [4]*stsbindv1.IAMRoleBinding // one binding per ServiceAccount is the norm
-	matched := buf[:0]
+	var buf [4]plan // one binding per ServiceAccount is the norm
+	plans := buf[:0]
 	for i := range bindings {
 		b := &bindings[i]
 		if appliesTo(b, pod, sa) {
-			matched = append(matched, b)
+			plans = append(plans, plan{b: b})
 		}
 	}
-	if len(matched) == 0 {
+	if len(plans) == 0 {
 		return
 	}
-	if len(matched) > 1 {
-		slices.SortFunc(matched, func(a, b *stsbindv1.IAMRoleBinding) int { return strings.Compare(a.Name, b.Name) })
+	if len(plans) > 1 {
+		slices.SortFunc(plans, func(a, b plan) int { return strings.Compare(a.b.Name, b.b.Name) })
 	}
-	def := defaultBinding(pod, matched)
-	token := ensureSidecar(pod, matched, opts)
-	for _, b := range matched {
-		injectBinding(pod, b, b == def, opts, token)
+	def := defaultBinding(pod, plans)
+	m := mutation{pod: pod, opts: opts, envFrom: envFrom}
+	for i := range plans {
+		m.decide(&plans[i], plans[i].b == def)
 	}
+	m.token = ensureSidecar(pod, plans, opts)
+	for i := range plans {
+		m.inject(&plans[i], plans[i].b == def)
+	}
+	m.writeNotes()
+}
+
+// plan is how one matched binding reaches the pod.
+type plan struct {
+	b *stsbindv1.IAMRoleBinding
+	// mode is the binding's, except Endpoint in a hostNetwork pod: Files.
+	mode stsbindv1.InjectionMode
+	// stuck is the reason the binding cannot issue credentials until someone
+	// acts (stuckReason); its Secret volume is then optional.
+	stuck string
+}
+
+// mutation is one pod's mutation under way.
+type mutation struct {
+	pod     *corev1.Pod
+	opts    Options
+	envFrom EnvFromNames
+	token   string
+	notes   []string
+}
+
+func (m *mutation) note(format string, args ...any) {
+	m.notes = append(m.notes, fmt.Sprintf(format, args...))
+}
+
+// decide fills in the plan's mode and stuck reason, with their notes.
+func (m *mutation) decide(p *plan, isDefault bool) {
+	p.mode = p.b.InjectionModeOrDefault()
+	if p.mode == stsbindv1.InjectionEndpoint && m.pod.Spec.HostNetwork {
+		// Every hostNetwork pod of the node shares one loopback: a second
+		// pod's sidecar cannot listen on the port (it crashloops and its app
+		// never starts) and the first one's is reachable from the whole node.
+		p.mode = stsbindv1.InjectionFiles
+		m.note("binding %s: Files instead of Endpoint, because a hostNetwork pod shares the node's loopback (the image needs sh and cat for credential_process)", p.b.Name)
+	}
+	// A WebIdentity binding has no Secret to wait for.
+	if p.stuck = stuckReason(p.b); p.stuck != "" && usesSecret(p.b) {
+		if p.mode == stsbindv1.InjectionEnv && isDefault {
+			m.note("binding %s is not Ready (%s): containers that take its variables wait for its Secret, since Env values are fixed when a container starts", p.b.Name, p.stuck)
+		} else {
+			m.note("binding %s is not Ready (%s): its Secret is mounted optional, so containers start without its credentials and kubelet adds them at its next sync of the pod (about a minute) once the binding is Ready", p.b.Name, p.stuck)
+		}
+	}
+}
+
+// writeNotes puts the notes on the pod; the same input gives the same notes,
+// so a reinvocation changes nothing.
+func (m *mutation) writeNotes() {
+	if len(m.notes) == 0 {
+		return
+	}
+	m.pod.Annotations[AnnotationNotes] = strings.Join(m.notes, "; ")
 }
 
 // appliesTo reports whether binding b hands credentials to the pod, whose
@@ -136,45 +205,41 @@ func serviceAccountOf(pod *corev1.Pod) string {
 // defaultBinding picks the binding the AWS_* variables point at. A pod whose
 // annotation names a binding not in matched gets no AWS_* variables: pointing
 // them at another role instead would hand out permissions nobody chose.
-func defaultBinding(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding) *stsbindv1.IAMRoleBinding {
+func defaultBinding(pod *corev1.Pod, matched []plan) *stsbindv1.IAMRoleBinding {
+	if pod.Annotations == nil {
+		pod.Annotations = make(map[string]string, 1)
+	}
 	if name, ok := pod.Annotations[stsbindv1.AnnotationDefaultBinding]; ok {
-		for _, b := range matched {
-			if b.Name == name {
-				return b
+		for _, p := range matched {
+			if p.b.Name == name {
+				return p.b
 			}
 		}
 		return nil
 	}
-	if pod.Annotations == nil {
-		pod.Annotations = make(map[string]string, 1)
-	}
-	pod.Annotations[stsbindv1.AnnotationDefaultBinding] = matched[0].Name
-	return matched[0]
+	pod.Annotations[stsbindv1.AnnotationDefaultBinding] = matched[0].b.Name
+	return matched[0].b
 }
 
-func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool, opts Options, token string) {
-	mode := b.InjectionModeOrDefault()
-	dir := credentials.MountDir(b.Name)
-	switch mode {
+func (m *mutation) inject(p *plan, isDefault bool) {
+	switch p.mode {
 	case stsbindv1.InjectionEndpoint:
-		injectEndpoint(pod, b, isDefault, opts, token)
+		m.injectEndpoint(p, isDefault)
 		return
 	case stsbindv1.InjectionWebIdentity:
-		injectWebIdentity(pod, b, isDefault, opts)
+		injectWebIdentity(m.pod, p.b, isDefault, m.opts)
 		return
 	}
+	pod, b := m.pod, p.b
+	dir := credentials.MountDir(b.Name)
 	vol, volExists := "", false
-	if mode == stsbindv1.InjectionFiles || !isDefault {
+	if p.mode == stsbindv1.InjectionFiles || !isDefault {
 		var ok bool
-		if vol, volExists, ok = volumeFor(pod, b); !ok && mode == stsbindv1.InjectionFiles {
+		if vol, volExists, ok = volumeFor(pod, b); !ok && p.mode == stsbindv1.InjectionFiles {
 			return // AWS_CONFIG_FILE would name a file that is not there
 		}
 	}
 	mounted := false
-	region := b.Spec.Region
-	if region == "" {
-		region = opts.DefaultRegion
-	}
 	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for i := range cs {
 			c := &cs[i]
@@ -185,24 +250,13 @@ func injectBinding(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool,
 				mounted = true
 			}
 			if isDefault {
-				addEnv(c, b, mode, dir, region, opts, "")
+				m.addEnv(c, p, dir)
 			}
 		}
 	}
 	if mounted && !volExists {
-		addSecretVolume(pod, vol, b)
+		addSecretVolume(pod, vol, b, p.stuck != "")
 	}
-}
-
-func addSecretVolume(pod *corev1.Pod, vol string, b *stsbindv1.IAMRoleBinding) {
-	mode := secretFileMode
-	pod.Spec.Volumes = append(pod.Spec.Volumes, corev1.Volume{
-		Name: vol,
-		VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
-			SecretName:  b.SecretNameOrDefault(),
-			DefaultMode: &mode,
-		}},
-	})
 }
 
 // selects reports whether the binding's container allow-list admits name.
@@ -219,103 +273,6 @@ func selectsAny(b *stsbindv1.IAMRoleBinding, pod *corev1.Pod) bool {
 			if selects(b, cs[i].Name) {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-// volumeFor names the pod volume for the binding's Secret and says whether the
-// pod has it already (from an earlier invocation). A volume under the
-// preferred name that is not this Secret is left alone and the hashed name is
-// used instead; ok is false when both names are taken by other volumes.
-func volumeFor(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding) (name string, exists, ok bool) {
-	secret := b.SecretNameOrDefault()
-	for _, name := range [2]string{VolumeName(b.Name), hashedVolumeName(b.Name)} {
-		i := slices.IndexFunc(pod.Spec.Volumes, func(v corev1.Volume) bool { return v.Name == name })
-		if i < 0 {
-			return name, false, true
-		}
-		if s := pod.Spec.Volumes[i].Secret; s != nil && s.SecretName == secret {
-			return name, true, true
-		}
-	}
-	return "", false, false
-}
-
-// VolumeName is the pod volume of a binding's Secret: stsbind-<binding>, or a
-// shortened name with a hash when that is not a valid volume name (longer
-// than 63 characters, or a binding name with dots).
-func VolumeName(binding string) string {
-	if len(volumePrefix)+len(binding) <= maxVolumeName && !strings.Contains(binding, ".") {
-		return volumePrefix + binding
-	}
-	return hashedVolumeName(binding)
-}
-
-// hashedVolumeName is stsbind-<prefix of binding>-<8 hex digits of its SHA-256>.
-func hashedVolumeName(binding string) string {
-	sum := sha256.Sum256([]byte(binding))
-	suffix := hex.EncodeToString(sum[:4])
-	stem := strings.ReplaceAll(binding, ".", "-")
-	if max := maxVolumeName - len(volumePrefix) - 1 - len(suffix); len(stem) > max {
-		stem = stem[:max]
-	}
-	return volumePrefix + strings.TrimRight(stem, "-") + "-" + suffix
-}
-
-// addMount mounts the volume read-only at dir unless the container already
-// mounts something else there, and reports whether the container mounts the
-// volume at dir. Never subPath: those never see the refreshed Secret.
-func addMount(c *corev1.Container, vol, dir string) bool {
-	for _, m := range c.VolumeMounts {
-		if strings.TrimSuffix(m.MountPath, "/") == dir {
-			return m.Name == vol
-		}
-	}
-	c.VolumeMounts = append(c.VolumeMounts, corev1.VolumeMount{Name: vol, MountPath: dir, ReadOnly: true})
-	return true
-}
-
-func addEnv(c *corev1.Container, b *stsbindv1.IAMRoleBinding, mode stsbindv1.InjectionMode, dir, region string, opts Options, token string) {
-	switch mode {
-	case stsbindv1.InjectionFiles:
-		setEnv(c, corev1.EnvVar{Name: EnvConfigFile, Value: dir + "/" + credentials.KeyConfigFile})
-	case stsbindv1.InjectionEndpoint:
-		// URI and token go together: a pod that sets either keeps both its own.
-		if !hasEnv(c, EnvFullURI) && !hasEnv(c, EnvAuthToken) {
-			c.Env = append(c.Env,
-				corev1.EnvVar{Name: EnvFullURI, Value: endpointURL(b.Name, opts.sidecarPort())},
-				corev1.EnvVar{Name: EnvAuthToken, Value: token})
-		}
-	case stsbindv1.InjectionEnv:
-		if !slices.ContainsFunc(envCredentialKeys[:], func(k string) bool { return hasEnv(c, k) }) {
-			secret := b.SecretNameOrDefault()
-			for _, k := range envCredentialKeys {
-				c.Env = append(c.Env, corev1.EnvVar{Name: k, ValueFrom: &corev1.EnvVarSource{
-					SecretKeyRef: &corev1.SecretKeySelector{LocalObjectReference: corev1.LocalObjectReference{Name: secret}, Key: k},
-				}})
-			}
-		}
-	}
-	// The two region variables go together too: SDKs differ in which one wins.
-	if region != "" && !hasEnv(c, EnvRegion) && !hasEnv(c, EnvDefaultRegion) {
-		c.Env = append(c.Env,
-			corev1.EnvVar{Name: EnvRegion, Value: region},
-			corev1.EnvVar{Name: EnvDefaultRegion, Value: region})
-	}
-}
-
-// setEnv adds v unless the container already sets a variable of that name.
-func setEnv(c *corev1.Container, v corev1.EnvVar) {
-	if !hasEnv(c, v.Name) {
-		c.Env = append(c.Env, v)
-	}
-}
-
-func hasEnv(c *corev1.Container, name string) bool {
-	for i := range c.Env {
-		if c.Env[i].Name == name {
-			return true
 		}
 	}
 	return false

@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 
@@ -22,8 +23,10 @@ var update = flag.Bool("update", false, "rewrite webhook/testdata/*.out.yaml fro
 // fixtureOptions are the Options every fixture runs with.
 var fixtureOptions = Options{
 	DefaultRegion: "us-east-1",
-	Sidecar:       SidecarOptions{Image: "ghcr.io/stsbind/stsbind:test"},
-	NewToken:      func() string { return "per-pod-token-for-tests" },
+	Sidecar: SidecarOptions{Image: "ghcr.io/stsbind/stsbind:test", Requests: corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("5m"), corev1.ResourceMemory: resource.MustParse("16Mi"),
+	}},
+	NewToken: func() string { return "per-pod-token-for-tests" },
 }
 
 // readFixture reads <case>.in.yaml: a Pod, then the IAMRoleBindings of its

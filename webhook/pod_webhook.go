@@ -111,7 +111,14 @@ func (d *PodDefaulter) Default(ctx context.Context, pod *corev1.Pod) error {
 	if bindings, opts.WebIdentity, err = d.webIdentityTargets(ctx, pod, ns, bindings); err != nil {
 		return d.lookupFailed(ctx, pod, ns, sa, err)
 	}
-	mutatePod(pod, bindings, opts)
+	if len(bindings) == 0 {
+		return nil
+	}
+	envFrom, err := d.envFromNames(ctx, ns, pod)
+	if err != nil {
+		return d.lookupFailed(ctx, pod, ns, sa, err)
+	}
+	mutatePodWith(pod, bindings, opts, envFrom)
 	return nil
 }
 

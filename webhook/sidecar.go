@@ -49,14 +49,10 @@ func endpointURL(binding string, port int32) string {
 // ensureSidecar puts the credentials server first among the init containers
 // when an Endpoint binding is matched, and returns the pod's token. A sidecar
 // from an earlier invocation is kept as it is, token included.
-func ensureSidecar(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding, opts Options) string {
-	var endpoint []string
-	for _, b := range matched {
-		if b.InjectionModeOrDefault() == stsbindv1.InjectionEndpoint {
-			endpoint = append(endpoint, b.Name)
-		}
-	}
-	if len(endpoint) == 0 {
+// The startup probe waits for the credentials of every Endpoint binding
+// except the stuck ones, whose Secret may never come.
+func ensureSidecar(pod *corev1.Pod, plans []plan, opts Options) string {
+	if !slices.ContainsFunc(plans, func(p plan) bool { return p.mode == stsbindv1.InjectionEndpoint }) {
 		return ""
 	}
 	if i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName }); i >= 0 {
@@ -70,8 +66,10 @@ func ensureSidecar(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding, opts Op
 	token := opts.newToken()
 	listen := "--listen=127.0.0.1:" + strconv.Itoa(int(opts.sidecarPort()))
 	args := []string{listen, "--dir=" + credentials.MountRoot}
-	for _, name := range endpoint {
-		args = append(args, "--binding="+name)
+	for _, p := range plans {
+		if p.mode == stsbindv1.InjectionEndpoint && p.stuck == "" {
+			args = append(args, "--binding="+p.b.Name)
+		}
 	}
 	sidecar := corev1.Container{
 		Name:    SidecarName,
@@ -88,7 +86,7 @@ func ensureSidecar(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding, opts Op
 			TimeoutSeconds:   2,
 			FailureThreshold: 300,
 		},
-		Resources: opts.Sidecar.Resources,
+		Resources: sidecarResources(pod, opts.Sidecar.Requests),
 		SecurityContext: &corev1.SecurityContext{
 			RunAsNonRoot:             ptr.To(true),
 			RunAsUser:                ptr.To[int64](65532),
@@ -105,30 +103,69 @@ func ensureSidecar(pod *corev1.Pod, matched []*stsbindv1.IAMRoleBinding, opts Op
 
 // injectEndpoint mounts an Endpoint binding's Secret into the sidecar only and,
 // for the default binding, points the selected containers at the sidecar.
-func injectEndpoint(pod *corev1.Pod, b *stsbindv1.IAMRoleBinding, isDefault bool, opts Options, token string) {
+func (m *mutation) injectEndpoint(p *plan, isDefault bool) {
+	pod := m.pod
 	i := slices.IndexFunc(pod.Spec.InitContainers, func(c corev1.Container) bool { return c.Name == SidecarName })
-	if i < 0 || token == "" {
+	if i < 0 || m.token == "" {
 		return // a foreign container of that name: leave the pod as it is
 	}
-	vol, volExists, ok := volumeFor(pod, b)
+	vol, volExists, ok := volumeFor(pod, p.b)
 	if !ok {
 		return
 	}
-	if addMount(&pod.Spec.InitContainers[i], vol, credentials.MountDir(b.Name)) && !volExists {
-		addSecretVolume(pod, vol, b)
+	if addMount(&pod.Spec.InitContainers[i], vol, credentials.MountDir(p.b.Name)) && !volExists {
+		addSecretVolume(pod, vol, p.b, p.stuck != "")
 	}
 	if !isDefault {
 		return
 	}
-	region := b.Spec.Region
-	if region == "" {
-		region = opts.DefaultRegion
-	}
 	for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
 		for j := range cs {
-			if c := &cs[j]; c.Name != SidecarName && selects(b, c.Name) {
-				addEnv(c, b, stsbindv1.InjectionEndpoint, "", region, opts, token)
+			if c := &cs[j]; c.Name != SidecarName && selects(p.b, c.Name) {
+				m.addEnv(c, p, "")
 			}
 		}
 	}
+}
+
+// sidecarResources gives the sidecar the pod's own pattern, so that adding
+// it never changes the pod's QoS class or whether a ResourceQuota admits it:
+// it requests a resource (at the configured amount) only when one of the
+// pod's containers requests or limits it, and limits it, to the same
+// amount, only when one of them limits it. A Guaranteed pod therefore stays
+// Guaranteed, a BestEffort one BestEffort, and a pod in a namespace whose
+// quota covers limits.cpu carries a CPU limit on every container. A pod with
+// pod-level resources budgets the sidecar within them: it sets none.
+func sidecarResources(pod *corev1.Pod, requests corev1.ResourceList) corev1.ResourceRequirements {
+	var r corev1.ResourceRequirements
+	if pod.Spec.Resources != nil {
+		return r
+	}
+	for name, q := range requests {
+		requested, limited := false, false
+		for _, cs := range [2][]corev1.Container{pod.Spec.InitContainers, pod.Spec.Containers} {
+			for i := range cs {
+				if cs[i].Name == SidecarName {
+					continue
+				}
+				_, req := cs[i].Resources.Requests[name]
+				_, lim := cs[i].Resources.Limits[name]
+				requested = requested || req || lim
+				limited = limited || lim
+			}
+		}
+		if requested {
+			if r.Requests == nil {
+				r.Requests = corev1.ResourceList{}
+			}
+			r.Requests[name] = q
+		}
+		if limited {
+			if r.Limits == nil {
+				r.Limits = corev1.ResourceList{}
+			}
+			r.Limits[name] = q
+		}
+	}
+	return r
 }

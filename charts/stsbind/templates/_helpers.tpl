@@ -60,6 +60,7 @@ resource fails the rendering until someone decides where it is granted.
   "stsbind.dev/clusterstsproviders/status" "cluster"
   "admissionregistration.k8s.io/mutatingwebhookconfigurations" "webhook"
   "/pods" "namespaced"
+  "/configmaps" "namespaced"
   "/secrets" "namespaced"
   "/serviceaccounts" "namespaced"
   "/serviceaccounts/token" "namespaced"
