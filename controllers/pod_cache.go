@@ -135,7 +135,7 @@ func factsOf(p *corev1.Pod) podFacts {
 				if e.ValueFrom != nil && e.ValueFrom.SecretKeyRef != nil {
 					addSecret(e.ValueFrom.SecretKeyRef.Name)
 				}
-				ownKey = ownKey || isCredentialVar(e.Name)
+				ownKey = ownKey || credentials.IsSourceVar(e.Name)
 			}
 			if ownKey {
 				f.ownKeys = append(f.ownKeys, c.Name)
@@ -155,10 +155,6 @@ func factsOf(p *corev1.Pod) podFacts {
 	}
 	slices.Sort(f.secrets)
 	return f
-}
-
-func isCredentialVar(name string) bool {
-	return name == credentials.KeyAccessKeyID || name == credentials.KeySecretAccessKey || name == credentials.KeySessionToken
 }
 
 // podServiceAccountOf is the pod's ServiceAccount; the API server's admission

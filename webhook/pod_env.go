@@ -11,25 +11,16 @@ import (
 	"github.com/stsbind/stsbind/internal/credentials"
 )
 
-// credentialSourceVars are the variables by which an AWS SDK or the AWS CLI
-// finds credentials, or a profile or file that holds them. A container that
-// sets any of them otherwise than stsbind would already has a source:
+// isCredentialSourceVar: name is a variable by which an AWS SDK or the AWS
+// CLI finds credentials, or a profile or file that holds them
+// (credentials.IsSourceVar). A container that sets any of them otherwise
+// than stsbind would already has a source:
 // stsbind adds no AWS_* variable to it, since in every SDK's chain one source
 // would silently win over the other (static keys over credential_process,
 // web identity over the container endpoint, ...), and which one differs
 // between SDKs.
-var credentialSourceVars = [...]string{
-	"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
-	"AWS_PROFILE", "AWS_DEFAULT_PROFILE",
-	EnvConfigFile, "AWS_SHARED_CREDENTIALS_FILE",
-	// IRSA (the EKS pod identity webhook) or a pod's own web identity.
-	"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN",
-	// EKS Pod Identity, ECS, or another credentials endpoint.
-	EnvFullURI, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", EnvAuthToken, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
-}
-
 func isCredentialSourceVar(name string) bool {
-	return slices.Contains(credentialSourceVars[:], name)
+	return credentials.IsSourceVar(name)
 }
 
 // EnvFromNames holds, per container name, the AWS_* variables its envFrom
