@@ -51,6 +51,14 @@ type rotation struct {
 	rotated time.Time
 	// cutoff is when MinIO stopped accepting oldKey.
 	cutoff time.Time
+	// fresh are more new keys (WebIdentity: each process calls STS itself
+	// and gets its own).
+	fresh map[string]bool
+}
+
+// isNew: k is a key issued by the rotation.
+func (r rotation) isNew(k string) bool {
+	return k != "" && (k == r.newKey || r.fresh[k])
 }
 
 // failure is how a cell that cannot work (or cannot go on) fails, as README
@@ -122,7 +130,7 @@ func judgeLongRunning(ws []write, r rotation, f failure) longRun {
 			if w.Time.Before(r.cutoff.Add(-cutoffSlack)) {
 				failedEarly++
 			}
-		case w.AccessKeyID == r.newKey:
+		case r.isNew(w.AccessKeyID):
 			allFailed = false
 			v.newOK++
 			if v.firstNew.IsZero() {
