@@ -70,7 +70,7 @@ var modes = []mode{
 		"AWS CLI 2.9 (Debian)":       {verdict: doesNotWork, why: ignoresSTS, fails: awsSTSRefused("Failed to connect to proxy URL"), tried: awsSTS},
 		"AWS CLI 1.45 (pip)":         {verdict: refreshes, why: "each command calls `AssumeRoleWithWebIdentity` at `AWS_ENDPOINT_URL_STS`"},
 		"JavaScript SDK v3":          {verdict: refreshes, why: "calls `AssumeRoleWithWebIdentity` at `AWS_ENDPOINT_URL_STS` again within 5 minutes of expiry, reading the token file"},
-		"PHP AsyncAws 1.18 (Debian)": {verdict: doesNotWork, why: "AsyncAws " + ignoresSTS + " (its `WebIdentityProvider` builds its STS client from the region only; no setting changes that)", fails: awsSTSRefused("NetworkException"), tried: awsSTS},
+		"PHP AsyncAws 1.18 (Debian)": {verdict: doesNotWork, why: "AsyncAws " + ignoresSTS + " (its `WebIdentityProvider` builds its STS client from the region only; no setting changes that); it then finds no credentials and sends requests unsigned (AccessDenied)", fails: noCredsAt, tried: awsSTS},
 	}},
 }
 

@@ -172,4 +172,3 @@ func (g *guard) tried() string {
 	defer g.mu.Unlock()
 	return strings.Join(g.hosts, ",")
 }
-
