@@ -83,8 +83,8 @@ const cutoffSlack = 2 * time.Second
 const minAfterCutoff = 4
 
 // minFailedWrites is how many writes a "does not work" verdict needs: a
-// boto3 1.26 writer whose STS is unreachable spends 5–7 s retrying each.
-const minFailedWrites = 3
+// boto3 1.26 writer whose STS is unreachable spends 5–10 s retrying each.
+const minFailedWrites = 2
 
 // longRun is what a long-running writer's lines say.
 type longRun struct {

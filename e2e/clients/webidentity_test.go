@@ -16,17 +16,17 @@ import (
 
 // webIdentityLifetime is from the start of the WebIdentity column to the
 // declared expiry of the first web identity credentials: the writers start
-// within a few seconds (no controller round to wait for), so they write
-// with them for well over two rounds.
-const webIdentityLifetime = 20 * time.Second
+// at once (no controller round to wait for), and on 2 loaded cores a Python
+// client takes seconds to start and each CLI command seconds to finish.
+const webIdentityLifetime = 30 * time.Second
 
 // runWebIdentity measures the WebIdentity column. Every process calls
 // AssumeRoleWithWebIdentity itself with the token the test projects (as
-// kubelet does). "Rotation" is the SDK's own: until the first credentials'
-// declared expiry the STS front answers every exchange of the pod's session
-// with those same credentials (each token still verified by MinIO), MinIO
-// refuses them 3 s later (the cutoff), and from the declared expiry on each
-// exchange gets new credentials of its own. Clients that ignore
+// kubelet does). "Rotation" is the SDK's own: until 5 s before the first
+// credentials' declared expiry the STS front answers every exchange of the
+// pod's session with those same credentials (each token still verified by
+// MinIO), from then on each exchange gets new credentials of its own, and
+// MinIO refuses the first ones 3 s after their declared expiry (the cutoff). Clients that ignore
 // AWS_ENDPOINT_URL_STS would send the token to AWS STS: each client runs
 // behind its own guard proxy on loopback that records and refuses every
 // connection, so nothing leaves the machine and the test sees where it went.
@@ -34,7 +34,11 @@ func runWebIdentity(t *testing.T, m mode, programs map[*awsClient]string) map[st
 	start := time.Now()
 	expires := start.Add(webIdentityLifetime).Truncate(time.Second)
 	cutoff := expires.Add(3 * time.Second)
-	p := newMatrixPod(t, m, stsfront.Plan{Cutoff: cutoff, Expiration: expires, ReplayUntil: expires})
+	// New keys from 5 s before the declared expiry: botocore refuses
+	// credentials that a refresh returns already expired, and a real STS
+	// never answers with ones that expire within a second.
+	rotates := expires.Add(-5 * time.Second)
+	p := newMatrixPod(t, m, stsfront.Plan{Cutoff: cutoff, Expiration: expires, ReplayUntil: rotates})
 	checkWebIdentityPod(t, p)
 	kubeletTokens(t, p)
 	bucket := strings.ToLower(m.name) + "-" + strings.ToLower(rand.String(6))
@@ -54,22 +58,22 @@ func runWebIdentity(t *testing.T, m mode, programs map[*awsClient]string) map[st
 			cliBefore[c] = startProcess(t, views[c], c.argv(programs[c], bucket, "before-"+shortName(c), time.Time{}))
 		}
 	}
-	t.Logf("binding Ready, token projected and writers started %s after the start; first credentials declared to expire (the front's rotation) at %s, cut off at %s",
-		time.Since(start).Round(time.Millisecond), expires.Format("15:04:05"), cutoff.Format("15:04:05"))
+	t.Logf("binding Ready, token projected and writers started %s after the start; new keys from %s, first credentials declared to expire at %s, cut off at %s",
+		time.Since(start).Round(time.Millisecond), rotates.Format("15:04:05"), expires.Format("15:04:05"), cutoff.Format("15:04:05"))
 
 	obs := map[*awsClient]*observed{}
 	for _, c := range matrixClients {
 		obs[c] = &observed{}
 		if !c.sdk {
-			out, err := cliBefore[c].wait(t, expires)
+			out, err := cliBefore[c].wait(t, rotates)
 			obs[c].before, obs[c].beforeErr = out, judgeCommand(c, out, err)
 		}
 	}
-	// From the declared expiry every exchange gets new credentials.
-	time.Sleep(time.Until(expires))
-	rot := rotation{oldKey: front.Issued(p.ns), rotated: expires, cutoff: cutoff}
+	// From now on every exchange gets new credentials.
+	time.Sleep(time.Until(rotates))
+	rot := rotation{oldKey: front.Issued(p.ns), rotated: rotates, cutoff: cutoff}
 	if rot.oldKey == "" {
-		t.Fatalf("no client exchanged its token at the front before the declared expiry")
+		t.Fatalf("no client exchanged its token at the front before the rotation")
 	}
 	for _, c := range matrixClients {
 		o := obs[c]
@@ -123,8 +127,8 @@ func runWebIdentity(t *testing.T, m mode, programs map[*awsClient]string) map[st
 				t.Error(p)
 			}
 			if r.verdict == refreshes && c.sdk {
-				t.Logf("FIGURE first request signed with a new key %.1f s after the declared expiry, %.1f s after the cutoff",
-					r.toNewKey.Seconds(), o.long.firstNew.Sub(cutoff).Seconds())
+				t.Logf("FIGURE first request signed with a new key %.1f s after new keys were handed out, %.1f s after the declared expiry, %.1f s after the cutoff",
+					r.toNewKey.Seconds(), o.long.firstNew.Sub(expires).Seconds(), o.long.firstNew.Sub(cutoff).Seconds())
 			}
 			if r.verdict != claim.verdict {
 				t.Errorf("measured %q, README says %q (%s)", r.verdict, claim.verdict, claim.why)
