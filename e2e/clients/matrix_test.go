@@ -58,7 +58,7 @@ func TestClientMatrix(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("FIGURE rotation to the first request signed with the new key (the old credentials declared to expire about %.0f s after the rotation):\n  %s",
+	t.Logf("FIGURE rotation to the first request signed with the new key (the old credentials declared to expire about %.0f s after the rotation; WebIdentity: 5 s):\n  %s",
 		declaredLifetime.Seconds()/3, strings.Join(figures, "\n  "))
 	// README is checked against a whole matrix only (-run may pick modes).
 	if t.Failed() || len(results) != len(modes) {
