@@ -66,7 +66,7 @@ func judgeCell(c *awsClient, claim cell, rot rotation, o observed) (result, []st
 	default:
 		problems = append(problems, fmt.Sprintf("after the cutoff, in the same container: %v, not %q", o.afterErr, claim.fails.says))
 	}
-	if r.verdict != doesNotWork && c.sdk && o.oneShotErr == nil && o.oneShotKey != rot.newKey {
+	if r.verdict != doesNotWork && c.sdk && o.oneShotErr == nil && !rot.isNew(o.oneShotKey) {
 		problems = append(problems, fmt.Sprintf("the one-shot in a new container signed with %q, not the new key", o.oneShotKey))
 	}
 	if len(problems) > 0 {

@@ -125,6 +125,8 @@ func run(m *testing.M) (int, error) {
 			ObjectMeta: metav1.ObjectMeta{Name: provider},
 			Spec: stsbindv1.ClusterSTSProviderSpec{
 				Region: region, Endpoint: front.URL, Audience: "sts.amazonaws.com",
+				// WebIdentity pods get the shortest token kubelet projects.
+				Identity:          &stsbindv1.ProviderIdentity{WebIdentity: &stsbindv1.WebIdentity{TokenExpirationSeconds: stsbindv1.MinTokenExpirationSeconds}},
 				NamespaceSelector: &metav1.LabelSelector{},
 				AllowedRoleARNs:   []stsbindv1.RoleARNPattern{"arn:minio:iam:::role/*"},
 			},
@@ -184,11 +186,12 @@ func startOperator(ctx context.Context) (<-chan struct{}, error) {
 		return nil, err
 	}
 	if err := (&webhook.PodDefaulter{
-		Cache:         mgr.GetCache(),
-		APIReader:     mgr.GetAPIReader(),
-		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
-		FailurePolicy: admissionregistrationv1.Fail,
-		Options:       webhook.Options{DefaultRegion: region, Sidecar: webhook.SidecarOptions{Image: "stsbind:clients", Port: sidecarPort}},
+		Cache:           mgr.GetCache(),
+		APIReader:       mgr.GetAPIReader(),
+		Recorder:        mgr.GetEventRecorder("stsbind-webhook"),
+		FailurePolicy:   admissionregistrationv1.Fail,
+		DefaultProvider: provider,
+		Options:         webhook.Options{DefaultRegion: region, Sidecar: webhook.SidecarOptions{Image: "stsbind:clients", Port: sidecarPort}},
 	}).SetupWithManager(mgr); err != nil {
 		return nil, err
 	}

@@ -9,6 +9,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/rand"
 
+	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
 	"github.com/stsbind/stsbind/internal/credentials"
 	"github.com/stsbind/stsbind/internal/testrig/stsfront"
 )
@@ -38,7 +39,11 @@ func TestClientMatrix(t *testing.T) {
 		for _, m := range modes {
 			t.Run(m.name, func(t *testing.T) {
 				t.Parallel()
-				r := runMode(t, m, programs)
+				run := runMode
+				if m.injection == stsbindv1.InjectionWebIdentity {
+					run = runWebIdentity
+				}
+				r := run(t, m, programs)
 				mu.Lock()
 				results[m.name] = r
 				mu.Unlock()
@@ -53,7 +58,7 @@ func TestClientMatrix(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("FIGURE rotation to the first request signed with the new key (the old credentials declared to expire about %.0f s after the rotation):\n  %s",
+	t.Logf("FIGURE rotation to the first request signed with the new key (the old credentials declared to expire about %.0f s after the rotation; WebIdentity: 5 s):\n  %s",
 		declaredLifetime.Seconds()/3, strings.Join(figures, "\n  "))
 	// README is checked against a whole matrix only (-run may pick modes).
 	if t.Failed() || len(results) != len(modes) {

@@ -73,6 +73,15 @@ func newMatrixPod(t *testing.T, m mode, plan stsfront.Plan) *matrixPod {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	if m.injection == stsbindv1.InjectionWebIdentity {
+		// No Secret: the projected token is written by kubeletTokens.
+		app, err := podview.Materialize(p.pod, "app", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.app = app
+		return p
+	}
 	p.secret = p.getSecret(t)
 	app, err := p.materialize(p.secret)
 	if err != nil {

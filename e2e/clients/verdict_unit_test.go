@@ -48,6 +48,10 @@ func TestJudgeLongRunning(t *testing.T) {
 		}), f: denied, want: untilRestart},
 		"refused unsigned from the start": {ws: writes(30, func(int) (string, string) { return "", "AccessDenied" }),
 			f: failure{says: "AccessDenied", unsigned: true}, want: doesNotWork},
+		"refused unsigned, a few slow writes (retries) all before the cutoff": {ws: writes(minFailedWrites, func(int) (string, string) { return "", "ProxyConnectionError" }),
+			f: failure{says: "ProxyConnectionError", unsigned: true}, want: doesNotWork},
+		"refused unsigned, too few writes to say": {ws: writes(minFailedWrites-1, func(int) (string, string) { return "", "AccessDenied" }),
+			f: failure{says: "AccessDenied", unsigned: true}, problems: true},
 		"signed refusals are not the unsigned failure": {ws: writes(30, func(int) (string, string) { return "OLD", "AccessDenied" }),
 			f: failure{says: "AccessDenied", unsigned: true}, problems: true},
 		"a failure between the rotation and the new key": {ws: writes(30, func(s int) (string, string) {

@@ -45,8 +45,20 @@ type Plan struct {
 	// written into the Secret); zero keeps MinIO's.
 	Expiration time.Time
 
+	// ReplayUntil (WebIdentity mode, where every process of a pod calls STS
+	// itself): until then every later call of the session that MinIO
+	// answers (each token is still verified there) gets the first answer
+	// again, so all of them hold the same cut-off credentials; from then on
+	// calls pass through. Zero: only the first call is planned.
+	ReplayUntil time.Time
+
 	// Issued is the access key id answered, once the plan is used.
 	Issued string
+	// answer is the first answer, replayed until ReplayUntil.
+	answer []byte
+	// later are the access key ids MinIO answered to the session's calls
+	// after the plan was used and no longer replayed.
+	later []string
 }
 
 var expirationElement = regexp.MustCompile(`<Expiration>[^<]*</Expiration>`)
@@ -92,6 +104,38 @@ func (f *Front) Issued(sessionName string) string {
 	return ""
 }
 
+// Later is every access key id MinIO issued to the session name after its
+// plan was used (and, with ReplayUntil, no longer replayed).
+func (f *Front) Later(sessionName string) []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p := f.plans[sessionName]; p != nil {
+		return append([]string(nil), p.later...)
+	}
+	return nil
+}
+
+var secretKeyElement = regexp.MustCompile(`<SecretAccessKey>([^<]*)</SecretAccessKey>`)
+var sessionTokenElement = regexp.MustCompile(`<SessionToken>([^<]*)</SessionToken>`)
+
+// First is the planned (cut-off) credentials of the session name, once
+// issued: for a control that they stop working.
+func (f *Front) First(sessionName string) (accessKeyID, secretAccessKey, sessionToken string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.plans[sessionName]
+	if p == nil || p.answer == nil {
+		return "", "", ""
+	}
+	get := func(re *regexp.Regexp) string {
+		if m := re.FindSubmatch(p.answer); m != nil {
+			return string(m[1])
+		}
+		return ""
+	}
+	return p.Issued, get(secretKeyElement), get(sessionTokenElement)
+}
+
 // CutoffPolicy allows everything in S3 until cutoff.
 func CutoffPolicy(cutoff time.Time) string {
 	return fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:*"],"Resource":["arn:aws:s3:::*"],`+
@@ -105,13 +149,22 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 		return
 	}
 	form, _ := url.ParseQuery(string(body))
-	var plan *Plan
+	var plan, used *Plan
+	replay := false
 	if r.Method == http.MethodPost && form.Get("Action") == "AssumeRoleWithWebIdentity" {
 		f.mu.Lock()
-		if p := f.plans[form.Get("RoleSessionName")]; p != nil && p.Issued == "" {
+		switch p := f.plans[form.Get("RoleSessionName")]; {
+		case p == nil:
+		case p.Issued == "":
 			plan = p
+		default:
+			used, replay = p, time.Now().Before(p.ReplayUntil)
 		}
 		f.mu.Unlock()
+	}
+	if used != nil {
+		f.afterPlan(w, r, body, used, replay)
+		return
 	}
 	if plan == nil {
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -148,10 +201,47 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 		}
 		if m := accessKeyElement.FindSubmatch(answer); m != nil {
 			f.mu.Lock()
-			plan.Issued = string(m[1])
+			plan.Issued, plan.answer = string(m[1]), answer
 			f.mu.Unlock()
 		}
 	}
+	writeAnswer(w, resp, answer)
+}
+
+// afterPlan forwards a later call of a planned session to MinIO unchanged;
+// while replaying, a successful answer is replaced by the plan's first one,
+// otherwise the access key id answered is recorded.
+func (f *Front) afterPlan(w http.ResponseWriter, r *http.Request, body []byte, p *Plan, replay bool) {
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, f.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	out.Header = r.Header.Clone()
+	resp, err := http.DefaultClient.Do(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(resp.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	if resp.StatusCode == http.StatusOK {
+		f.mu.Lock()
+		if replay {
+			answer = p.answer
+		} else if m := accessKeyElement.FindSubmatch(answer); m != nil {
+			p.later = append(p.later, string(m[1]))
+		}
+		f.mu.Unlock()
+	}
+	writeAnswer(w, resp, answer)
+}
+
+func writeAnswer(w http.ResponseWriter, resp *http.Response, answer []byte) {
 	for k, v := range resp.Header {
 		if k != "Content-Length" {
 			w.Header()[k] = v
