@@ -74,9 +74,13 @@ type PodDefaulter struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// SetupWithManager registers the webhook at /mutate--v1-pod.
+// PodWebhookPath is where the webhook serves (config/webhook, the chart).
+const PodWebhookPath = "/mutate--v1-pod"
+
+// SetupWithManager registers the webhook at PodWebhookPath.
 func (d *PodDefaulter) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(d).Complete()
+	mgr.GetWebhookServer().Register(PodWebhookPath, d.Webhook())
+	return nil
 }
 
 // Default injects the credentials of the pod's bindings, leaving out those
