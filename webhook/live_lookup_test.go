@@ -55,20 +55,20 @@ func TestLiveListerNeverAnswersFromAnOlderList(t *testing.T) {
 		err   error
 	}
 	first := make(chan answer, 1)
-	go func() { items, err := l.list(ctx, "ns", "app"); first <- answer{items, err} }()
+	go func() { items, err := l.list(ctx, "ns"); first <- answer{items, err} }()
 	<-g.started // List #1 runs and saw no binding
 
 	g.create("just-created")
 	const late = 20
 	lateAnswers := make(chan answer, late)
 	for range late {
-		go func() { items, err := l.list(ctx, "ns", "app"); lateAnswers <- answer{items, err} }()
+		go func() { items, err := l.list(ctx, "ns"); lateAnswers <- answer{items, err} }()
 	}
 	// Let all of them join before List #1 ends.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		l.mu.Lock()
-		joined := l.keys[liveKey{"ns", "app"}].next != nil
+		joined := l.keys["ns"].next != nil
 		l.mu.Unlock()
 		if joined || time.Now().After(deadline) {
 			break
@@ -104,7 +104,7 @@ func TestLiveListerCallerGivesUp(t *testing.T) {
 	l := newLiveLister(g, 5*time.Second)
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { _, err := l.list(ctx, "ns", "app"); errc <- err }()
+	go func() { _, err := l.list(ctx, "ns"); errc <- err }()
 	<-g.started
 	cancel()
 	if err := <-errc; err == nil {
@@ -115,7 +115,7 @@ func TestLiveListerCallerGivesUp(t *testing.T) {
 	g.create("b")
 	done := make(chan int, 1)
 	go func() {
-		items, err := l.list(context.Background(), "ns", "app")
+		items, err := l.list(context.Background(), "ns")
 		if err != nil {
 			t.Error(err)
 		}
