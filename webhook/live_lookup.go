@@ -45,18 +45,22 @@ func newLiveLister(r client.Reader, timeout time.Duration) *liveLister {
 // list returns the bindings of namespace ns from a List that began after the
 // call. The callers of one List share its items: they must not change them.
 func (l *liveLister) list(ctx context.Context, ns string) ([]stsbindv1.IAMRoleBinding, error) {
-	k := ns
 	l.mu.Lock()
-	st := l.keys[k]
+	st := l.keys[ns]
 	if st == nil {
 		st = &liveState{}
-		l.keys[k] = st
+		l.keys[ns] = st
 	}
 	var r *liveRound
 	switch {
 	case st.running == nil:
+		// No List runs: this caller runs one, on its own goroutine, whose
+		// stack has grown already (a new goroutine's would grow again).
 		r = &liveRound{done: make(chan struct{})}
-		l.startLocked(k, st, r)
+		l.startLocked(st, r)
+		l.mu.Unlock()
+		l.run(ns, st, r)
+		return r.items, r.err
 	case st.next != nil:
 		r = st.next
 	default:
@@ -72,26 +76,29 @@ func (l *liveLister) list(ctx context.Context, ns string) ([]stsbindv1.IAMRoleBi
 	}
 }
 
-// startLocked runs round r now; when it ends, the next round starts. The List
-// has its own timeout: callers that give up do not cancel it for the others.
-func (l *liveLister) startLocked(k string, st *liveState, r *liveRound) {
+func (l *liveLister) startLocked(st *liveState, r *liveRound) {
 	st.running = r
 	liveLookups.Inc()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-		var list stsbindv1.IAMRoleBindingList
-		r.err = l.reader.List(ctx, &list, client.InNamespace(k))
-		cancel()
-		r.items = list.Items
-		l.mu.Lock()
-		st.running = nil
-		if next := st.next; next != nil {
-			st.next = nil
-			l.startLocked(k, st, next)
-		} else {
-			delete(l.keys, k)
-		}
-		l.mu.Unlock()
-		close(r.done)
-	}()
+}
+
+// run Lists for round r, then starts the next round, if callers joined it
+// meanwhile, on a goroutine of its own. The List has its own timeout:
+// callers that give up do not cancel it for the others.
+func (l *liveLister) run(ns string, st *liveState, r *liveRound) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	var list stsbindv1.IAMRoleBindingList
+	r.err = l.reader.List(ctx, &list, client.InNamespace(ns))
+	cancel()
+	r.items = list.Items
+	l.mu.Lock()
+	st.running = nil
+	if next := st.next; next != nil {
+		st.next = nil
+		l.startLocked(st, next)
+		go l.run(ns, st, next)
+	} else {
+		delete(l.keys, ns)
+	}
+	l.mu.Unlock()
+	close(r.done)
 }
