@@ -285,6 +285,7 @@ func checkRefusalNote(t *testing.T, note string, b *stsbindv1.IAMRoleBinding) {
 
 func create(t *testing.T, objs ...client.Object) {
 	t.Helper()
+	needEnv(t)
 	for _, o := range objs {
 		if err := env.Client.Create(context.Background(), o); err != nil {
 			t.Fatal(err)
