@@ -8,25 +8,24 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/index"
 )
 
-// liveLister asks the API server for the bindings of one ServiceAccount when
-// the cache has none, and shares the answers. A call that arrives while a List
-// for the same ServiceAccount is running joins the next List, which starts
-// when the running one ends: every caller still gets an answer from a List
-// that began after it arrived, which is what rules out the create race, but
-// under load the API server sees about one List per ServiceAccount per List
-// latency instead of one per pod.
+// liveLister asks the API server for the bindings of a namespace, for every
+// pod, and shares the answers. A pod created right after a binding was
+// created or changed (its first binding, a second one, a new mode) must see
+// it, and the informer cache may not have it yet: only an answer the API
+// server gave after the pod's review arrived is sure to. A call that arrives
+// while a List for the same namespace is running joins the next List, which
+// starts when the running one ends: every caller gets an answer from a List
+// that began after it arrived, and under load the API server sees one List
+// per namespace per List latency instead of one per pod.
 type liveLister struct {
 	reader  client.Reader
 	timeout time.Duration
 
 	mu   sync.Mutex
-	keys map[liveKey]*liveState
+	keys map[string]*liveState // by namespace
 }
-
-type liveKey struct{ namespace, serviceAccount string }
 
 type liveState struct {
 	running *liveRound // nil when no List runs
@@ -40,23 +39,28 @@ type liveRound struct {
 }
 
 func newLiveLister(r client.Reader, timeout time.Duration) *liveLister {
-	return &liveLister{reader: r, timeout: timeout, keys: map[liveKey]*liveState{}}
+	return &liveLister{reader: r, timeout: timeout, keys: map[string]*liveState{}}
 }
 
-// list returns the bindings of sa in ns from a List that began after the call.
-func (l *liveLister) list(ctx context.Context, ns, sa string) ([]stsbindv1.IAMRoleBinding, error) {
-	k := liveKey{ns, sa}
+// list returns the bindings of namespace ns from a List that began after the
+// call. The callers of one List share its items: they must not change them.
+func (l *liveLister) list(ctx context.Context, ns string) ([]stsbindv1.IAMRoleBinding, error) {
 	l.mu.Lock()
-	st := l.keys[k]
+	st := l.keys[ns]
 	if st == nil {
 		st = &liveState{}
-		l.keys[k] = st
+		l.keys[ns] = st
 	}
 	var r *liveRound
 	switch {
 	case st.running == nil:
+		// No List runs: this caller runs one, on its own goroutine, whose
+		// stack has grown already (a new goroutine's would grow again).
 		r = &liveRound{done: make(chan struct{})}
-		l.startLocked(k, st, r)
+		l.startLocked(st, r)
+		l.mu.Unlock()
+		l.run(ns, st, r)
+		return r.items, r.err
 	case st.next != nil:
 		r = st.next
 	default:
@@ -72,26 +76,29 @@ func (l *liveLister) list(ctx context.Context, ns, sa string) ([]stsbindv1.IAMRo
 	}
 }
 
-// startLocked runs round r now; when it ends, the next round starts. The List
-// has its own timeout: callers that give up do not cancel it for the others.
-func (l *liveLister) startLocked(k liveKey, st *liveState, r *liveRound) {
+func (l *liveLister) startLocked(st *liveState, r *liveRound) {
 	st.running = r
 	liveLookups.Inc()
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
-		var list stsbindv1.IAMRoleBindingList
-		r.err = l.reader.List(ctx, &list, client.InNamespace(k.namespace), client.MatchingFields{index.ServiceAccountName: k.serviceAccount})
-		cancel()
-		r.items = list.Items
-		l.mu.Lock()
-		st.running = nil
-		if next := st.next; next != nil {
-			st.next = nil
-			l.startLocked(k, st, next)
-		} else {
-			delete(l.keys, k)
-		}
-		l.mu.Unlock()
-		close(r.done)
-	}()
+}
+
+// run Lists for round r, then starts the next round, if callers joined it
+// meanwhile, on a goroutine of its own. The List has its own timeout:
+// callers that give up do not cancel it for the others.
+func (l *liveLister) run(ns string, st *liveState, r *liveRound) {
+	ctx, cancel := context.WithTimeout(context.Background(), l.timeout)
+	var list stsbindv1.IAMRoleBindingList
+	r.err = l.reader.List(ctx, &list, client.InNamespace(ns))
+	cancel()
+	r.items = list.Items
+	l.mu.Lock()
+	st.running = nil
+	if next := st.next; next != nil {
+		st.next = nil
+		l.startLocked(st, next)
+		go l.run(ns, st, next)
+	} else {
+		delete(l.keys, ns)
+	}
+	l.mu.Unlock()
+	close(r.done)
 }

@@ -55,20 +55,20 @@ func TestLiveListerNeverAnswersFromAnOlderList(t *testing.T) {
 		err   error
 	}
 	first := make(chan answer, 1)
-	go func() { items, err := l.list(ctx, "ns", "app"); first <- answer{items, err} }()
+	go func() { items, err := l.list(ctx, "ns"); first <- answer{items, err} }()
 	<-g.started // List #1 runs and saw no binding
 
 	g.create("just-created")
 	const late = 20
 	lateAnswers := make(chan answer, late)
 	for range late {
-		go func() { items, err := l.list(ctx, "ns", "app"); lateAnswers <- answer{items, err} }()
+		go func() { items, err := l.list(ctx, "ns"); lateAnswers <- answer{items, err} }()
 	}
 	// Let all of them join before List #1 ends.
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		l.mu.Lock()
-		joined := l.keys[liveKey{"ns", "app"}].next != nil
+		joined := l.keys["ns"].next != nil
 		l.mu.Unlock()
 		if joined || time.Now().After(deadline) {
 			break
@@ -98,24 +98,57 @@ func TestLiveListerNeverAnswersFromAnOlderList(t *testing.T) {
 	}
 }
 
+// TestLiveListerCallerGivesUp: a caller waiting for the next List may give
+// up; that List still runs for the others and the state is cleared after.
 func TestLiveListerCallerGivesUp(t *testing.T) {
 	t.Parallel()
 	g := &gatedReader{started: make(chan struct{}, 10), release: make(chan struct{})}
 	l := newLiveLister(g, 5*time.Second)
+	first := make(chan error, 1)
+	go func() { _, err := l.list(context.Background(), "ns"); first <- err }()
+	<-g.started // List #1 runs
+
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { _, err := l.list(ctx, "ns", "app"); errc <- err }()
-	<-g.started
+	go func() { _, err := l.list(ctx, "ns"); errc <- err }()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		joined := l.keys["ns"].next != nil
+		l.mu.Unlock()
+		if joined {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the second caller never joined the next List")
+		}
+	}
 	cancel()
 	if err := <-errc; err == nil {
 		t.Fatal("a caller that gave up got an answer")
 	}
-	// The List goes on without it and ends cleanly; the next caller starts anew.
 	g.release <- struct{}{}
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	// The List the second caller joined runs without it and ends cleanly.
+	<-g.started
+	g.release <- struct{}{}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		l.mu.Lock()
+		left := len(l.keys)
+		l.mu.Unlock()
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("state left behind: %d keys", left)
+		}
+	}
+	// The next caller starts anew.
 	g.create("b")
 	done := make(chan int, 1)
 	go func() {
-		items, err := l.list(context.Background(), "ns", "app")
+		items, err := l.list(context.Background(), "ns")
 		if err != nil {
 			t.Error(err)
 		}

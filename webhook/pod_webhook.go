@@ -19,7 +19,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/internal/index"
 )
 
 // Event reason of a pod admitted without credentials.
@@ -32,7 +31,7 @@ var (
 	}, []string{"failure_policy"})
 	liveLookups = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "stsbind_webhook_live_lookups_total",
-		Help: "Pods for which the cache held no IAMRoleBinding and the API server was asked directly.",
+		Help: "IAMRoleBinding Lists the webhook sent to the API server; each serves the pods of one namespace that arrived while the previous one ran.",
 	})
 )
 
@@ -42,11 +41,11 @@ func init() {
 
 // PodDefaulter is the admission.Defaulter that injects credentials into pods.
 type PodDefaulter struct {
-	// Cache is the manager's cache, with the index.ServiceAccountName index;
-	// it holds only the Secrets labelled as stsbind's.
+	// Cache is the manager's cache; it holds only the Secrets labelled as
+	// stsbind's.
 	Cache client.Reader
-	// APIReader reads from the API server, for bindings the cache has not seen
-	// yet and the metadata of Secrets it does not hold.
+	// APIReader reads from the API server: the bindings of each pod's
+	// namespace, and the metadata of Secrets the cache does not hold.
 	APIReader client.Reader
 	// Recorder records a Warning event when a pod is admitted without
 	// credentials or a binding is refused.
@@ -74,9 +73,13 @@ type PodDefaulter struct {
 // +kubebuilder:rbac:groups="",resources=secrets,verbs=get;list;watch
 // +kubebuilder:rbac:groups=events.k8s.io,resources=events,verbs=create;patch
 
-// SetupWithManager registers the webhook at /mutate--v1-pod.
+// PodWebhookPath is where the webhook serves (config/webhook, the chart).
+const PodWebhookPath = "/mutate--v1-pod"
+
+// SetupWithManager registers the webhook at PodWebhookPath.
 func (d *PodDefaulter) SetupWithManager(mgr ctrl.Manager) error {
-	return ctrl.NewWebhookManagedBy(mgr, &corev1.Pod{}).WithDefaulter(d).Complete()
+	mgr.GetWebhookServer().Register(PodWebhookPath, d.Webhook())
+	return nil
 }
 
 // Default injects the credentials of the pod's bindings, leaving out those
@@ -134,26 +137,36 @@ func (d *PodDefaulter) covers(ns string) bool {
 	return false
 }
 
-// lookup lists the bindings of ServiceAccount sa. The cache answers most pods;
-// it lags the API server by up to tens of milliseconds, so when it has none a
-// namespaced List, filtered by the API server on the CRD's selectable field,
-// makes sure a pod created right after its binding is still injected.
+// lookup lists the bindings of ServiceAccount sa. The informer cache lags the
+// API server, by up to tens of milliseconds, so it cannot tell whether a
+// binding was created or changed just before the pod: every pod gets its
+// bindings from a List of its namespace that began after its review arrived,
+// shared with the pods of that namespace that arrived while the previous List
+// ran (liveLister).
 func (d *PodDefaulter) lookup(ctx context.Context, ns, sa string) ([]stsbindv1.IAMRoleBinding, error) {
-	var list stsbindv1.IAMRoleBindingList
-	bySA := client.MatchingFields{index.ServiceAccountName: sa}
-	// mutatePod only reads the bindings: no deep copy of the cached objects.
-	if err := d.Cache.List(ctx, &list, client.InNamespace(ns), bySA, client.UnsafeDisableDeepCopy); err != nil {
-		return nil, fmt.Errorf("listing IAMRoleBindings from the cache: %w", err)
-	}
-	if len(list.Items) > 0 {
-		return list.Items, nil
-	}
 	d.liveOnce.Do(func() { d.live = newLiveLister(d.APIReader, 10*time.Second) })
-	items, err := d.live.list(ctx, ns, sa)
+	items, err := d.live.list(ctx, ns)
 	if err != nil {
 		return nil, fmt.Errorf("listing IAMRoleBindings from the API server: %w", err)
 	}
-	return items, nil
+	n := 0
+	for i := range items {
+		if items[i].Spec.ServiceAccountName == sa {
+			n++
+		}
+	}
+	if n == 0 {
+		return nil, nil
+	}
+	// The items are shared with the other pods of the List: copy the ones
+	// of sa (shallow: mutatePod only reads them).
+	mine := make([]stsbindv1.IAMRoleBinding, 0, n)
+	for i := range items {
+		if items[i].Spec.ServiceAccountName == sa {
+			mine = append(mine, items[i])
+		}
+	}
+	return mine, nil
 }
 
 func (d *PodDefaulter) lookupFailed(ctx context.Context, pod *corev1.Pod, ns, sa string, err error) error {

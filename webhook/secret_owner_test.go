@@ -2,6 +2,8 @@ package webhook
 
 import (
 	"context"
+	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -143,9 +145,17 @@ func (r *countingReader) List(ctx context.Context, list client.ObjectList, opts 
 	return r.Reader.List(ctx, list, opts...)
 }
 
+// failingGets stands for an API server that lists but cannot get.
+type failingGets struct{ client.Reader }
+
+func (failingGets) Get(context.Context, client.ObjectKey, client.Object, ...client.GetOption) error {
+	return errors.New("connection refused")
+}
+
 // TestDefaultChecksSecretOwner runs the defaulter over a fake cache (holding
-// only labelled Secrets, as the manager's does) and a fake API server, and
-// counts the requests the API server sees.
+// only labelled Secrets, as the manager's does) and a fake API server, which
+// holds the bindings, and counts the requests the API server sees: the one
+// List of the pod's bindings, and the Secret reads.
 func TestDefaultChecksSecretOwner(t *testing.T) {
 	t.Parallel()
 	mine := newBinding("team-a", "s3-reader", "app", stsbindv1.InjectionEnv)
@@ -161,7 +171,7 @@ func TestDefaultChecksSecretOwner(t *testing.T) {
 		binding  *stsbindv1.IAMRoleBinding
 		cached   []client.Object // besides the binding
 		api      []client.Object // Secrets outside the cache
-		apiDown  bool
+		apiDown  bool            // the API server answers Lists but no GET
 		policy   admissionregistrationv1.FailurePolicyType
 		wantUsed bool
 		wantErr  bool
@@ -169,10 +179,10 @@ func TestDefaultChecksSecretOwner(t *testing.T) {
 		wantEvent string
 		wantGets  int
 	}{
-		"own Secret in the cache: used, no request": {
+		"own Secret in the cache: used, no Secret read": {
 			binding: mine, cached: []client.Object{ownedSecret(mine)}, apiDown: true, wantUsed: true,
 		},
-		"another binding's Secret in the cache: refused, no request": {
+		"another binding's Secret in the cache: refused, no Secret read": {
 			binding: stealing, cached: []client.Object{other, ownedSecret(other)}, apiDown: true,
 			wantEvent: stsbindv1.ReasonSecretConflict,
 		},
@@ -186,19 +196,25 @@ func TestDefaultChecksSecretOwner(t *testing.T) {
 		"own Secret that lost its label: one metadata read, used": {
 			binding: mine, api: []client.Object{ourUnlabelled}, wantUsed: true, wantGets: 1,
 		},
-		"API server down, policy Ignore: admitted unchanged": {
+		"Secret read fails, policy Ignore: admitted unchanged": {
 			binding: mine, apiDown: true, policy: admissionregistrationv1.Ignore,
 			wantEvent: ReasonInjectionSkipped, wantGets: 1,
 		},
-		"API server down, policy Fail: denied": {
+		"Secret read fails, policy Fail: denied": {
 			binding: mine, apiDown: true, policy: admissionregistrationv1.Fail, wantErr: true, wantGets: 1,
 		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			api := &countingReader{Reader: emptyCache(t, tc.api...)}
+			var objs []client.Object
+			for _, o := range append(append([]client.Object{tc.binding}, tc.cached...), tc.api...) {
+				if _, isSecret := o.(*corev1.Secret); !isSecret || slices.Contains(tc.api, o) {
+					objs = append(objs, o)
+				}
+			}
+			api := &countingReader{Reader: emptyCache(t, objs...)}
 			if tc.apiDown {
-				api.Reader = failingReader{}
+				api.Reader = failingGets{api.Reader}
 			}
 			rec := events.NewFakeRecorder(10)
 			d := &PodDefaulter{
@@ -230,8 +246,8 @@ func TestDefaultChecksSecretOwner(t *testing.T) {
 			if diff := cmp.Diff(want, pod); diff != "" {
 				t.Errorf("pod (-want +got):\n%s", diff)
 			}
-			if api.gets != tc.wantGets || api.lists != 0 {
-				t.Errorf("API server saw %d GETs and %d LISTs, want %d and 0", api.gets, api.lists, tc.wantGets)
+			if api.gets != tc.wantGets || api.lists != 1 {
+				t.Errorf("API server saw %d GETs and %d LISTs, want %d and 1", api.gets, api.lists, tc.wantGets)
 			}
 			failed := tc.wantErr || tc.wantEvent == ReasonInjectionSkipped
 			if grew := testutil.ToFloat64(lookupFailures.WithLabelValues(policy)) - failures; failed != (grew > 0) {
@@ -269,6 +285,7 @@ func checkRefusalNote(t *testing.T, note string, b *stsbindv1.IAMRoleBinding) {
 
 func create(t *testing.T, objs ...client.Object) {
 	t.Helper()
+	needEnv(t)
 	for _, o := range objs {
 		if err := env.Client.Create(context.Background(), o); err != nil {
 			t.Fatal(err)

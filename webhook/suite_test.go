@@ -2,10 +2,12 @@ package webhook
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net/http"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,23 +27,27 @@ import (
 )
 
 // The control plane of the integration tests: a real kube-apiserver that
-// calls this package's webhook over TLS, as configured by config/webhook.
+// calls this package's webhook over TLS, as configured by config/webhook. It
+// starts on first use (needEnv), so that the unit tests, the fixtures and the
+// pure benchmarks (mutation, patch, handler) run without one.
 var (
 	env *testenv.Env
 	mgr ctrl.Manager
+
+	envOnce sync.Once
+	envErr  error
+	envStop func() error
 )
 
 func TestMain(m *testing.M) {
 	ctrl.SetLogger(zap.New(zap.WriteTo(os.Stderr)))
 	flag.Parse()
-	if fuzzing() {
-		// Every fuzz worker runs TestMain: a control plane each would swamp the machine.
-		os.Exit(m.Run())
-	}
-	code, err := runSuite(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	code := m.Run()
+	if envStop != nil {
+		if err := envStop(); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			code = max(code, 1)
+		}
 	}
 	os.Exit(code)
 }
@@ -52,21 +58,32 @@ func fuzzing() bool {
 	return f != nil && f.Value.String() != ""
 }
 
-// needEnv skips integration tests while fuzzing, the one time no control plane runs.
+// needEnv starts the control plane unless it runs already; it skips
+// integration tests while fuzzing, since every fuzz worker runs the package's
+// tests and a control plane each would swamp the machine.
 func needEnv(t testing.TB) {
 	t.Helper()
-	if env == nil && fuzzing() {
+	if fuzzing() {
 		t.Skip("no control plane while fuzzing")
+	}
+	envOnce.Do(func() { envStop, envErr = startSuite() })
+	if envErr != nil {
+		t.Fatal(envErr)
 	}
 }
 
-func runSuite(m *testing.M) (int, error) {
-	var err error
+// startSuite starts envtest and a manager serving the webhook, and returns
+// what stops them.
+func startSuite() (stop func() error, err error) {
 	env, err = testenv.Start(testenv.Options{Webhook: true})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	defer func() { _ = env.Stop() }()
+	defer func() {
+		if err != nil {
+			_ = env.Stop()
+		}
+	}()
 
 	wio := env.WebhookInstallOptions
 	mgr, err = ctrl.NewManager(env.Config, ctrl.Options{
@@ -82,12 +99,16 @@ func runSuite(m *testing.M) (int, error) {
 		}),
 	})
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
+	defer func() {
+		if err != nil {
+			cancel()
+		}
+	}()
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
-		return 0, err
+		return nil, err
 	}
 	d := &PodDefaulter{
 		Cache:         mgr.GetCache(),
@@ -97,29 +118,30 @@ func runSuite(m *testing.M) (int, error) {
 		Options:       fixtureOptions,
 	}
 	if err := d.SetupWithManager(mgr); err != nil {
-		return 0, err
+		return nil, err
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
 
 	// Start the binding informer now, as a running operator has it, so that
 	// the tests meet a cache that lags rather than one that syncs on demand.
-	deadline, stop := context.WithTimeout(ctx, 30*time.Second)
-	defer stop()
+	deadline, stopWait := context.WithTimeout(ctx, 30*time.Second)
+	defer stopWait()
 	warm := func() error {
 		return mgr.GetCache().List(deadline, &stsbindv1.IAMRoleBindingList{}, client.MatchingFields{index.ServiceAccountName: "warm-up"})
 	}
 	for warm() != nil || mgr.GetWebhookServer().StartedChecker()(&http.Request{}) != nil {
 		select {
 		case err := <-done:
-			return 0, fmt.Errorf("manager stopped: %w", err)
+			return nil, fmt.Errorf("manager stopped: %w", err)
 		case <-deadline.Done():
-			return 0, fmt.Errorf("cache or webhook server not ready: cache: %v, webhook: %w", warm(), deadline.Err())
+			return nil, fmt.Errorf("cache or webhook server not ready: cache: %v, webhook: %w", warm(), deadline.Err())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
-
-	code := m.Run()
-	cancel()
-	return code, <-done
+	return func() error {
+		cancel()
+		err := <-done
+		return errors.Join(err, env.Stop())
+	}, nil
 }

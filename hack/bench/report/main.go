@@ -60,6 +60,21 @@ func parse(r io.Reader, into results) error {
 	return s.Err()
 }
 
+// derive adds the figures computed from others: the p99 of pods without a
+// binding over that of pods with one.
+func (r results) derive() {
+	match, ok := r.get("BenchmarkWebhookHTTPS/match", "p99-us")
+	if !ok || match == 0 {
+		return
+	}
+	for _, name := range []string{"no-binding", "no-binding-distinct-sa"} {
+		bench := "BenchmarkWebhookHTTPS/" + name
+		if p99, ok := r.get(bench, "p99-us"); ok {
+			r[bench]["p99-vs-match"] = []float64{p99 / match}
+		}
+	}
+}
+
 func (r results) get(bench, unit string) (float64, bool) {
 	vs := r[bench][unit]
 	if len(vs) == 0 {
@@ -96,13 +111,18 @@ func checks(r results) []check {
 		{"mutation, 1 binding", "BenchmarkMutatePod/bindings=1", "allocs/op", 1, "%.0f allocs", "a few dozen (< 50)", below(50)},
 		{"mutation, 5 bindings", "BenchmarkMutatePod/bindings=5", "ns/op", 1e-3, "%.1f µs", "", nil},
 		{"mutation, 5 bindings", "BenchmarkMutatePod/bindings=5", "allocs/op", 1, "%.0f allocs", "", nil},
-		{"lookup, cache hit", "BenchmarkLookup/cache-hit", "ns/op", 1e-3, "%.1f µs", "", nil},
-		{"lookup, cache miss (live List)", "BenchmarkLookup/cache-miss-live-list", "ns/op", 1e-3, "%.0f µs", "", nil},
+		{"HTTP admission handler, 1 container, 1 Files binding", "BenchmarkAdmission/http", "instr/op", 1e-6, "%.2f M instructions", "< 0.8 M", below(0.8)},
+		{"HTTP admission handler, 1 container, 1 Files binding", "BenchmarkAdmission/http", "ns/op", 1e-3, "%.0f µs", "", nil},
+		{"admission handler (decode, bindings, mutation, patch)", "BenchmarkAdmission/handler", "instr/op", 1e-6, "%.2f M instructions", "", nil},
+		{"patch of the changed parts (podPatch)", "BenchmarkAdmission/patch", "instr/op", 1e-6, "%.2f M instructions", "", nil},
+		{"before: typed defaulter, whole-pod diff, over HTTP", "BenchmarkAdmission/typed-defaulter-http", "instr/op", 1e-6, "%.2f M instructions", "", nil},
+		{"before: typed defaulter, whole-pod diff, handler", "BenchmarkAdmission/typed-defaulter", "instr/op", 1e-6, "%.2f M instructions", "", nil},
+		{"bindings lookup alone: one namespace List (envtest, loopback)", "BenchmarkLookup/bound", "ns/op", 1e-3, "%.0f µs", "", nil},
 	}
 	for _, c := range []struct{ name, label string }{
 		{"match", "pod with a binding"},
-		{"no-binding-live-list", "pod without a binding (live List)"},
-		{"no-binding-live-list-distinct-sa", "pod without a binding, 1,000 ServiceAccounts (live List each)"},
+		{"no-binding", "pod without a binding"},
+		{"no-binding-distinct-sa", "pod without a binding, 1,000 SAs"},
 		{"baseline-static-https", "baseline: static HTTPS answer"},
 	} {
 		bench := "BenchmarkWebhookHTTPS/" + c.name
@@ -118,6 +138,18 @@ func checks(r results) []check {
 			check{label + ": p99", bench, "p99-us", 1e-3, "%.2f ms", target, p99ok},
 			check{label + ": max", bench, "max-us", 1e-3, "%.2f ms", "", nil},
 			check{label + ": errors", bench, "errors", 1, "%.0f", errTarget, errOK},
+		)
+		if c.name == "baseline-static-https" {
+			continue
+		}
+		listTarget, listOK := "", func(float64) bool(nil)
+		if c.name != "match" {
+			listTarget, listOK = "far fewer than 1 (< 0.5)", below(0.5)
+			cs = append(cs, check{label + ": p99 / p99 of a pod with a binding", bench, "p99-vs-match", 1, "%.2f×", "≤ 1.5×", func(v float64) bool { return v <= 1.5 }})
+		}
+		cs = append(cs,
+			check{label + ": binding Lists per review", bench, "binding-lists/review", 1, "%.3f", listTarget, listOK},
+			check{label + ": other API requests per review", bench, "other-api-requests/review", 1, "%.3f", "", nil},
 		)
 	}
 	for _, c := range []struct{ unit, label, format string }{
@@ -196,6 +228,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "report: no benchmark results in", os.Args[1:])
 		os.Exit(2)
 	}
+	r.derive()
 	var rows []row
 	pass, fail := 0, 0
 	for _, c := range checks(r) {
