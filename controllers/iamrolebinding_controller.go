@@ -84,8 +84,8 @@ type IAMRoleBindingReconciler struct {
 	// controller again (restart tests).
 	SkipNameValidation bool
 
-	// written holds the resourceVersion of each Secret as this controller
-	// last wrote it (types.NamespacedName -> string).
+	// written holds a digest of each Secret as this controller last wrote
+	// it (types.NamespacedName -> writtenState).
 	written sync.Map
 	// fair paces each namespace's STS calls per provider.
 	fair fairGate
@@ -122,8 +122,9 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 		For(&stsbindv1.IAMRoleBinding{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// The watch event of the controller's own Secret write would only
 		// reconcile to "keep", and from a cache that may not hold the status
-		// just written yet, so it would write that status twice. Any other
-		// change to the Secret (drift) has another resourceVersion.
+		// just written yet, so it would write that status twice (a conflict,
+		// at the API server). Any change to what the controller owns in the
+		// Secret (drift) makes it differ from what was written.
 		Owns(&corev1.Secret{}, builder.WithPredicates(predicate.Funcs{
 			CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList && !r.ownWrite(e.Object) },
 			UpdateFunc: func(e event.UpdateEvent) bool { return !r.ownWrite(e.ObjectNew) },
@@ -171,12 +172,6 @@ func (r *IAMRoleBindingReconciler) SetupWithManager(mgr ctrl.Manager) error {
 			SkipNameValidation:      ptr.To(r.SkipNameValidation),
 		}).
 		Complete(r)
-}
-
-// ownWrite tells whether s is the Secret exactly as this controller last wrote it.
-func (r *IAMRoleBindingReconciler) ownWrite(s client.Object) bool {
-	rv, ok := r.written.Load(client.ObjectKeyFromObject(s))
-	return ok && rv == s.GetResourceVersion()
 }
 
 func (r *IAMRoleBindingReconciler) bindingsForServiceAccount(ctx context.Context, sa client.Object) []reconcile.Request {

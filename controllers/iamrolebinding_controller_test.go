@@ -260,7 +260,10 @@ func TestServiceAccountAppearsLater(t *testing.T) {
 }
 
 // TestForeignSecretIsNeverOverwritten: a Secret of the same name that is not
-// the binding's stays as it is, and so does one owned by another binding.
+// the binding's stays as it is, and so does one owned by another binding. A
+// new binding finds a foreign Secret when it creates its own, after one STS
+// call (the credentials are dropped); once refused, it reads the Secret
+// before any STS call.
 func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	t.Parallel()
 	f := newFixture(t)
@@ -279,6 +282,15 @@ func TestForeignSecretIsNeverOverwritten(t *testing.T) {
 	got := f.secret("taken")
 	if string(got.Data["password"]) != "hunter2" || len(got.Data) != 1 || len(got.OwnerReferences) != 0 {
 		t.Errorf("the foreign Secret was changed: %v keys, owners %v", len(got.Data), got.OwnerReferences)
+	}
+	if n := fake.CallCount(f.role); n > 1 {
+		t.Errorf("%d STS calls before the conflict was reported, want at most 1", n)
+	}
+	calls := fake.CallCount(f.role)
+	f.update(b, func(s *stsbindv1.IAMRoleBindingSpec) { s.SessionName = "again" })
+	f.waitReady("taken", metav1.ConditionFalse, stsbindv1.ReasonSecretConflict)
+	if n := fake.CallCount(f.role) - calls; n != 0 {
+		t.Errorf("%d STS calls for a binding already refused its Secret", n)
 	}
 
 	// Two bindings naming one Secret: the second is refused.

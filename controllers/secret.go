@@ -162,14 +162,19 @@ func heldFromSecret(s *corev1.Secret) *heldCredentials {
 	issued, err1 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationIssuedAt])
 	exp, err2 := time.Parse(time.RFC3339, s.Annotations[stsbindv1.AnnotationExpiration])
 	h.IssuedAt, h.Expiration = issued, exp
-	observed, cached := s.Data[cachedDataHashKey]
-	if !cached || len(s.Data) != 1 {
-		observed = []byte(credentials.DataHash(s.Data)) // a live read: the data itself
-	}
 	h.Intact = err1 == nil && err2 == nil &&
 		s.Type == stsbindv1.SecretType &&
-		string(observed) == s.Annotations[stsbindv1.AnnotationDataHash]
+		observedDataHash(s) == s.Annotations[stsbindv1.AnnotationDataHash]
 	return h
+}
+
+// observedDataHash is the hash of a Secret's data: kept by the cache, or
+// computed from a live read.
+func observedDataHash(s *corev1.Secret) string {
+	if observed, cached := s.Data[cachedDataHashKey]; cached && len(s.Data) == 1 {
+		return string(observed)
+	}
+	return credentials.DataHash(s.Data)
 }
 
 // cachedDataHashKey replaces a cached Secret's data: its hash. The slash makes

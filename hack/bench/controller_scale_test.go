@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"runtime"
 	"runtime/debug"
-	"runtime/pprof"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,17 +16,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/controllers"
-	"github.com/stsbind/stsbind/internal/index"
-	"github.com/stsbind/stsbind/internal/stsclient"
 	"github.com/stsbind/stsbind/internal/testrig/ststest"
 	"github.com/stsbind/stsbind/internal/testrig/testenv"
 )
@@ -73,110 +66,50 @@ func configFromEnv(tb testing.TB, n int) scaleConfig {
 	return c
 }
 
-// scaleResult holds the figures of the three phases.
+// scaleResult holds the figures of the three phases. Memory is the
+// controller process's own (VmHWM: its peak since it started).
 type scaleResult struct {
 	create time.Duration // creating the ServiceAccounts and bindings (harness)
 
-	// (a) first issue
+	idle processMemory // the controller over an empty cluster, caches synced
+
+	// (a) first issue, by a controller started over the new bindings
 	readyIn         time.Duration
 	stsCalls        int
 	identityCalls   int
-	api             map[string]int
-	heapAfterGC     uint64
-	rssBeforeCtrl   int64
-	rssAfterIssue   int64
+	api             requestCounts
+	memIssue        processMemory
 	stsBound        time.Duration // the STS rate limit alone would take this long
 	readyVerifiedOK bool
 
-	// (b) restart with valid Secrets
-	rssRestart          int64
+	// (b) a new controller process over valid Secrets
 	restartReconciledIn time.Duration
 	restartSTSCalls     int
-	restartAPI          map[string]int
+	restartAPI          requestCounts
+	memRestart          processMemory
 
-	// (c) one refresh cycle
+	// (c) one refresh cycle, by the restarted controller
 	refreshSpan         time.Duration // first to last refresh call
 	refreshCallsMin     int           // per binding
 	refreshCallsMax     int
 	refreshSecretWrites int
-	refreshAPI          map[string]int
+	refreshAPI          requestCounts
 	refreshEarly        int // refresh calls seen before the restart was over
-
-	rssPeak int64
+	memRefresh          processMemory
 }
 
-// tracker sees, through the reconciler's client, each binding become Ready
-// and each binding's Secret read (the last step of a reconcile that keeps
-// the credentials).
-type tracker struct {
-	mu         sync.Mutex
-	ready      map[types.NamespacedName]bool
-	secretRead map[types.NamespacedName]bool
-	nReady     atomic.Int64
-	nRead      atomic.Int64
-}
-
-func newTracker() *tracker {
-	return &tracker{ready: map[types.NamespacedName]bool{}, secretRead: map[types.NamespacedName]bool{}}
-}
-
-func (t *tracker) reset() {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.ready, t.secretRead = map[types.NamespacedName]bool{}, map[types.NamespacedName]bool{}
-	t.nReady.Store(0)
-	t.nRead.Store(0)
-}
-
-func (t *tracker) mark(m map[types.NamespacedName]bool, n *atomic.Int64, key types.NamespacedName) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if !m[key] {
-		m[key] = true
-		n.Add(1)
-	}
-}
-
-type trackingClient struct {
-	client.Client
-	t *tracker
-}
-
-func (c trackingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
-	err := c.Client.Get(ctx, key, obj, opts...)
-	if _, ok := obj.(*corev1.Secret); ok && err == nil {
-		// The bindings of this harness use the default Secret name: the
-		// binding's own.
-		c.t.mark(c.t.secretRead, &c.t.nRead, key)
-	}
-	return err
-}
-
-func (c trackingClient) Status() client.SubResourceWriter {
-	return trackingStatus{SubResourceWriter: c.Client.Status(), t: c.t}
-}
-
-type trackingStatus struct {
-	client.SubResourceWriter
-	t *tracker
-}
-
-func (s trackingStatus) Patch(ctx context.Context, obj client.Object, patch client.Patch, opts ...client.SubResourcePatchOption) error {
-	err := s.SubResourceWriter.Patch(ctx, obj, patch, opts...)
-	if b, ok := obj.(*stsbindv1.IAMRoleBinding); ok && err == nil && meta.IsStatusConditionTrue(b.Status.Conditions, stsbindv1.ConditionReady) {
-		s.t.mark(s.t.ready, &s.t.nReady, client.ObjectKeyFromObject(b))
-	}
-	return err
-}
-
-// scaleRun is the control plane, fake STS and bindings of one run.
+// scaleRun is the control plane, fake STS, controller binary and bindings of
+// one run.
 type scaleRun struct {
-	tb      testing.TB
-	cfg     scaleConfig
-	env     *testenv.Env
-	sts     *ststest.Server
-	api     *apiCounter
-	tracker *tracker
+	tb         testing.TB
+	cfg        scaleConfig
+	env        *testenv.Env
+	sts        *ststest.Server
+	audit      *auditCounter
+	dir        string // binary, kubeconfig, audit log, controller logs
+	bin        string
+	kubeconfig string
+	bindings   cache.Cache // the harness's own view of the bindings
 }
 
 func (s *scaleRun) namespace(i int) string { return fmt.Sprintf("bench-%03d", i%max(1, s.cfg.N/100)) }
@@ -249,66 +182,41 @@ func (s *scaleRun) populate(ctx context.Context) {
 	}
 }
 
-// startManager runs the credential controller as main.go builds it (label
-// scoped Secret cache, the configured client QPS, STS limits and
-// concurrency), with its API requests counted and its client tracked.
-func (s *scaleRun) startManager(ctx context.Context, restart bool) (stopped <-chan struct{}) {
-	cfg := rest.CopyConfig(s.env.Config)
-	cfg.QPS, cfg.Burst = s.cfg.KubeQPS, s.cfg.KubeBurst
-	cfg.Wrap(s.api.wrap)
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 s.env.Scheme,
-		Metrics:                metricsserver.Options{BindAddress: "0"},
-		HealthProbeBindAddress: "0",
-		Cache: cache.Options{
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}: controllers.SecretCache(),
-				&corev1.Pod{}:    controllers.PodCache(),
-			},
-			DefaultTransform: cache.TransformStripManagedFields(),
-		},
+// watchBindings keeps the harness's own cache of the bindings, fed by a
+// watch from this process, to see them become Ready without Listing 10,000
+// objects again and again.
+func (s *scaleRun) watchBindings(ctx context.Context) {
+	c, err := cache.New(s.env.Config, cache.Options{
+		Scheme:           s.env.Scheme,
+		ByObject:         map[client.Object]cache.ByObject{&stsbindv1.IAMRoleBinding{}: {}},
+		DefaultTransform: cache.TransformStripManagedFields(),
 	})
 	if err != nil {
 		s.tb.Fatal(err)
 	}
-	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
+	if _, err := c.GetInformer(ctx, &stsbindv1.IAMRoleBinding{}); err != nil {
 		s.tb.Fatal(err)
 	}
-	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), benchProvider); err != nil {
-		s.tb.Fatal(err)
+	go func() { _ = c.Start(ctx) }()
+	if !c.WaitForCacheSync(ctx) {
+		s.tb.Fatal("the harness's binding cache did not sync")
 	}
-	r := &controllers.IAMRoleBindingReconciler{
-		Client:                  trackingClient{Client: mgr.GetClient(), t: s.tracker},
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("stsbind"),
-		STS:                     stsclient.New(stsclient.Options{}),
-		DefaultProvider:         benchProvider,
-		DefaultRegion:           "us-east-1",
-		MaxConcurrentReconciles: s.cfg.MaxConcurrentRecon,
-		SkipNameValidation:      restart,
-	}
-	if err := r.SetupWithManager(mgr); err != nil {
-		s.tb.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		if err := mgr.Start(ctx); err != nil {
-			s.tb.Error("manager stopped:", err)
-		}
-	}()
-	return done
+	s.bindings = c
 }
 
-// waitFor polls n until it reaches want, failing after timeout.
-func (s *scaleRun) waitFor(what string, timeout time.Duration, n func() int, want int) {
-	deadline := time.Now().Add(timeout)
-	for n() < want {
-		if time.Now().After(deadline) {
-			s.tb.Fatalf("%s: %d of %d after %s", what, n(), want, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+// readySeen counts the bindings Ready in the harness's cache.
+func (s *scaleRun) readySeen(ctx context.Context) int {
+	var list stsbindv1.IAMRoleBindingList
+	if err := s.bindings.List(ctx, &list, client.UnsafeDisableDeepCopy); err != nil {
+		s.tb.Fatal(err)
 	}
+	n := 0
+	for i := range list.Items {
+		if meta.IsStatusConditionTrue(list.Items[i].Status.Conditions, stsbindv1.ConditionReady) {
+			n++
+		}
+	}
+	return n
 }
 
 // countReady lists every binding from the API server, a page at a time.
@@ -331,12 +239,63 @@ func (s *scaleRun) countReady(ctx context.Context) int {
 	}
 }
 
+// waitFor polls n until it reaches want, failing after timeout or when the
+// controller exits.
+func (s *scaleRun) waitFor(what string, p *controllerProcess, timeout time.Duration, n func() int, want int) {
+	deadline := time.Now().Add(timeout)
+	for n() < want {
+		p.alive(s.tb)
+		if time.Now().After(deadline) {
+			s.tb.Fatalf("%s: %d of %d after %s\n%s", what, n(), want, timeout, p.logTail())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// workersStarted tells whether the binding controller's caches have synced
+// and its workers run (the manager logs it).
+func workersStarted(p *controllerProcess) bool {
+	raw, _ := os.ReadFile(p.logPath)
+	for _, line := range strings.Split(string(raw), "\n") {
+		if strings.Contains(line, `"Starting workers"`) && strings.Contains(line, `"controller":"iamrolebinding"`) {
+			return true
+		}
+	}
+	return false
+}
+
+// reconciledAll tells whether the binding controller has finished at least
+// n reconciles and has nothing queued or running.
+func reconciledAll(ctx context.Context, p *controllerProcess, n int) (bool, error) {
+	m, err := p.scrape(ctx, `controller="iamrolebinding"`,
+		"controller_runtime_reconcile_total", "workqueue_depth", "controller_runtime_active_workers")
+	if err != nil {
+		return false, err
+	}
+	return m["controller_runtime_reconcile_total"] >= float64(n) && m["workqueue_depth"] == 0 &&
+		m["controller_runtime_active_workers"] == 0, nil
+}
+
 // settle lets the last events, Secret-triggered reconciles and status writes
 // of a phase land before its API requests are counted.
 const settle = 2 * time.Second
 
+func (s *scaleRun) requests() requestCounts {
+	c, err := s.audit.requests()
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	return c
+}
+
 func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
-	env, err := testenv.Start(testenv.Options{})
+	dir := tb.TempDir()
+	bin := buildController(tb, dir)
+	args, auditLog, err := auditArgs(dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	env, err := testenv.Start(testenv.Options{APIServerArgs: args})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -345,71 +304,78 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	defer fake.Close()
 	fake.SetLatency(cfg.STSLatency)
 	fake.SetLifetime("", cfg.Lifetime)
-	s := &scaleRun{tb: tb, cfg: cfg, env: env, sts: fake, api: newAPICounter(), tracker: newTracker()}
-	ctx := context.Background()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s := &scaleRun{tb: tb, cfg: cfg, env: env, sts: fake, audit: newAuditCounter(auditLog), dir: dir, bin: bin}
+	s.kubeconfig = controllerKubeconfig(ctx, tb, env, dir)
 	var res scaleResult
+
+	// The controller's own floor: started over an empty cluster.
+	idle := s.startController("idle")
+	defer idle.kill()
+	s.waitFor("the idle controller's workers", idle, 2*time.Minute, func() int {
+		if workersStarted(idle) {
+			return 1
+		}
+		return 0
+	}, 1)
+	res.idle = idle.memory(tb)
+	idle.stop(tb)
+	s.requests()
 
 	start := time.Now()
 	s.populate(ctx)
 	res.create = time.Since(start)
-	res.rssBeforeCtrl = resetPeakRSS()
+	s.watchBindings(ctx)
 	if cfg.STSQPS > 0 {
 		res.stsBound = time.Duration(float64(max(0, cfg.N-cfg.STSBurst)) / cfg.STSQPS * float64(time.Second))
 	}
 
 	// (a) Every binding gets its first credentials.
-	ctx1, cancel1 := context.WithCancel(ctx)
 	start = time.Now()
-	stopped1 := s.startManager(ctx1, false)
-	s.waitFor("bindings Ready", 10*time.Minute, func() int { return int(s.tracker.nReady.Load()) }, cfg.N)
+	first := s.startController("issue")
+	defer first.kill()
+	s.waitFor("bindings Ready", first, 10*time.Minute, func() int { return s.readySeen(ctx) }, cfg.N)
 	res.readyIn = time.Since(start)
 	time.Sleep(settle)
 	// Credential calls; the GetCallerIdentity check of new credentials is
 	// counted apart (one per new binding, none on refresh or restart).
 	res.stsCalls = len(fake.OperationCalls(ststest.OpAssumeRoleWithWebIdentity))
 	res.identityCalls = len(fake.OperationCalls(ststest.OpGetCallerIdentity))
-	res.api = s.api.snapshot()
+	res.api = s.requests()
 	res.readyVerifiedOK = s.countReady(ctx) == cfg.N
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	res.heapAfterGC = ms.HeapAlloc
-	if path := os.Getenv("STSBIND_BENCH_HEAP_PROFILE"); path != "" {
-		writeHeapProfile(tb, path)
-	}
-	res.rssAfterIssue = peakRSS()
+	res.memIssue = first.memory(tb)
 
-	// (b) A new manager over Secrets that are all still valid.
-	cancel1()
-	<-stopped1
-	// A restarted controller is a new process: leave the first manager's
-	// memory out of the restart's peak.
-	resetPeakRSS()
-	s.tracker.reset()
-	s.api.snapshot()
+	// (b) A new controller process over Secrets that are all still valid.
+	first.stop(tb)
+	s.requests() // the first process's last requests, as it stopped
 	callsBefore := fake.CallCount("")
-	ctx2, cancel2 := context.WithCancel(ctx)
-	defer cancel2()
 	start = time.Now()
-	stopped2 := s.startManager(ctx2, true)
-	defer func() { cancel2(); <-stopped2 }()
-	s.waitFor("bindings reconciled after the restart", 5*time.Minute, func() int { return int(s.tracker.nRead.Load()) }, cfg.N)
+	second := s.startController("restart")
+	defer second.kill()
+	s.waitFor("bindings reconciled after the restart", second, 5*time.Minute, func() int {
+		ok, err := reconciledAll(ctx, second, cfg.N)
+		if err != nil || !ok {
+			return 0
+		}
+		return 1
+	}, 1)
 	res.restartReconciledIn = time.Since(start)
 	restartOver := time.Now()
 	time.Sleep(settle)
-	res.rssRestart = peakRSS()
+	res.memRestart = second.memory(tb)
 	res.restartSTSCalls = fake.CallCount("") - callsBefore
-	res.restartAPI = s.api.snapshot()
+	res.restartAPI = s.requests()
 
 	// (c) The refresh cycle: each binding's credentials come due once.
 	callsBefore = fake.CallCount("")
-	s.waitFor("bindings refreshed", cfg.Lifetime+5*time.Minute, func() int {
+	s.waitFor("bindings refreshed", second, cfg.Lifetime+5*time.Minute, func() int {
 		return len(perRole(fake.Calls("")[callsBefore:]))
 	}, cfg.N)
 	time.Sleep(settle)
 	refresh := fake.Calls("")[callsBefore:]
-	res.refreshAPI = s.api.snapshot()
-	res.refreshSecretWrites = writes(res.refreshAPI, "secrets")
+	res.refreshAPI = s.requests()
+	res.refreshSecretWrites = res.refreshAPI.writes("secrets")
 	counts := perRole(refresh)
 	res.refreshCallsMin, res.refreshCallsMax = cfg.N, 0
 	for _, n := range counts {
@@ -428,21 +394,9 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 			}
 		}
 	}
-	res.rssPeak = peakRSS()
+	res.memRefresh = second.memory(tb)
+	second.stop(tb)
 	return res
-}
-
-// writeHeapProfile saves the live heap after the first issue, for
-// `go tool pprof -sample_index=inuse_space`.
-func writeHeapProfile(tb testing.TB, path string) {
-	f, err := os.Create(path)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer f.Close()
-	if err := pprof.WriteHeapProfile(f); err != nil {
-		tb.Fatal(err)
-	}
 }
 
 func perRole(calls []ststest.Call) map[string]int {
@@ -453,11 +407,13 @@ func perRole(calls []ststest.Call) map[string]int {
 	return m
 }
 
+func mib(b int64) float64 { return float64(b) / (1 << 20) }
+
 // BenchmarkControllerScale creates STSBIND_BENCH_SCALE bindings (20 without
 // it) against an STS answering in 20ms, and measures (a) the first issue,
 // (b) a controller restart over valid Secrets, (c) one refresh cycle. b.N is
-// ignored: one run is the whole scenario; use -benchtime=1x. Peak RSS is the
-// test process's (controller, fake STS and harness together).
+// ignored: one run is the whole scenario; use -benchtime=1x. The controller
+// is the stsbind binary in its own process; RSS figures are that process's.
 func BenchmarkControllerScale(b *testing.B) {
 	n := scale(b)
 	if n == 0 {
@@ -465,6 +421,7 @@ func BenchmarkControllerScale(b *testing.B) {
 	}
 	cfg := configFromEnv(b, n)
 	name := fmt.Sprintf("bindings=%d", n)
+	// GOMEMLIMIT of the environment reaches the controller process.
 	if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
 		name += fmt.Sprintf("/gomemlimit=%dMiB", limit>>20)
 	}
@@ -474,75 +431,92 @@ func BenchmarkControllerScale(b *testing.B) {
 			r = runScale(b, cfg)
 		}
 		b.Logf("config: %+v", cfg)
-		b.Logf("created in %s; api (a) %v", r.create.Round(time.Millisecond), r.api)
-		b.Logf("api (b) %v", r.restartAPI)
-		b.Logf("api (c) %v", r.refreshAPI)
+		b.Logf("created in %s", r.create.Round(time.Millisecond))
+		b.Logf("api (a) issue: %v", r.api)
+		b.Logf("api (b) restart: %v", r.restartAPI)
+		b.Logf("api (c) refresh: %v", r.refreshAPI)
+		b.Logf("RSS: idle %.0f MiB; (a) peak %.0f, now %.0f; (b) restarted peak %.0f, now %.0f; (c) peak %.0f, now %.0f",
+			mib(r.idle.Peak), mib(r.memIssue.Peak), mib(r.memIssue.Current), mib(r.memRestart.Peak), mib(r.memRestart.Current),
+			mib(r.memRefresh.Peak), mib(r.memRefresh.Current))
 		if !r.readyVerifiedOK {
 			b.Errorf("the API server does not show all %d bindings Ready", n)
 		}
 		if r.refreshEarly > 0 {
 			b.Logf("%d refresh calls started before the restart was over: raise STSBIND_BENCH_LIFETIME", r.refreshEarly)
 		}
+		perN := func(v int) float64 { return float64(v) / float64(n) }
+		peak := max(r.memIssue.Peak, r.memRestart.Peak, r.memRefresh.Peak)
 		b.ReportMetric(0, "ns/op")
 		b.ReportMetric(r.readyIn.Seconds(), "ready-s")
-		b.ReportMetric(float64(r.stsCalls)/float64(n), "sts-calls/binding")
-		b.ReportMetric(float64(r.identityCalls)/float64(n), "identity-calls/binding")
-		b.ReportMetric(float64(writes(r.api, ""))/float64(n), "api-writes/binding")
-		b.ReportMetric(float64(apiReads(r.api))/float64(n), "api-reads/binding")
+		b.ReportMetric(perN(r.stsCalls), "sts-calls/binding")
+		b.ReportMetric(perN(r.identityCalls), "identity-calls/binding")
+		b.ReportMetric(perN(r.api.perBinding()), "api-requests/binding")
+		b.ReportMetric(perN(r.api.sum(func(string) bool { return true })), "api-requests-all/binding")
+		b.ReportMetric(perN(r.api.writes("")), "api-writes/binding")
+		b.ReportMetric(perN(r.api.reads()), "api-reads/binding")
 		b.ReportMetric(r.stsBound.Seconds(), "sts-limit-bound-s")
 		b.ReportMetric(cfg.STSQPS, "sts-qps")
 		b.ReportMetric(float64(cfg.STSBurst), "sts-burst")
 		b.ReportMetric(float64(cfg.KubeQPS), "kube-qps")
 		b.ReportMetric(float64(cfg.MaxConcurrentRecon), "concurrency")
-		b.ReportMetric(float64(r.rssBeforeCtrl)/(1<<20), "harness-RSS-MiB")
-		b.ReportMetric(float64(r.rssAfterIssue)/(1<<20), "peak-RSS-MiB")
-		b.ReportMetric(float64(r.rssRestart)/(1<<20), "restart-peak-RSS-MiB")
+		b.ReportMetric(mib(r.idle.Peak), "idle-RSS-MiB")
+		b.ReportMetric(mib(r.memIssue.Peak), "peak-RSS-MiB")
+		b.ReportMetric(mib(r.memRestart.Peak), "restart-peak-RSS-MiB")
+		b.ReportMetric(mib(r.memRefresh.Peak), "refresh-peak-RSS-MiB")
+		b.ReportMetric(float64(peak-r.idle.Peak)/1024/float64(n), "RSS-KiB/binding")
 		if limit := debug.SetMemoryLimit(-1); limit != math.MaxInt64 {
 			b.ReportMetric(float64(limit)/(1<<20), "GOMEMLIMIT-MiB")
 		}
-		b.ReportMetric(float64(r.heapAfterGC)/(1<<20), "heap-after-GC-MiB")
 		b.ReportMetric(r.restartReconciledIn.Seconds(), "restart-reconciled-s")
 		b.ReportMetric(float64(r.restartSTSCalls), "restart-sts-calls")
-		b.ReportMetric(float64(writes(r.restartAPI, "")), "restart-api-writes")
+		b.ReportMetric(float64(r.restartAPI.writes("")), "restart-api-writes")
 		b.ReportMetric(float64(r.refreshCallsMin), "refresh-sts-calls/binding-min")
 		b.ReportMetric(float64(r.refreshCallsMax), "refresh-sts-calls/binding-max")
-		b.ReportMetric(float64(r.refreshSecretWrites)/float64(n), "refresh-secret-writes/binding")
+		b.ReportMetric(perN(r.refreshSecretWrites), "refresh-secret-writes/binding")
+		b.ReportMetric(perN(r.refreshAPI.perBinding()), "refresh-api-requests/binding")
 		b.ReportMetric(r.refreshSpan.Seconds(), "refresh-span-s")
 	})
 }
 
-func apiReads(counts map[string]int) int {
-	n := 0
-	for k, v := range counts {
-		if len(k) > 4 && k[:4] == "GET " {
-			n += v
-		}
-	}
-	return n
-}
-
 // TestControllerScaleSmoke runs the scale scenario with 20 bindings and checks
-// the counts, never the times: one STS call per binding to issue, none after
-// a restart over valid Secrets, exactly one call and one Secret write per
-// binding in a refresh cycle.
+// the counts, never the times: one STS call and four API requests per new
+// binding (a TokenRequest, the Secret's create, one status patch, one
+// event); none of either after a restart over valid Secrets; exactly one
+// call and one Secret write per binding in a refresh cycle.
 func TestControllerScaleSmoke(t *testing.T) {
 	if testing.Short() {
-		t.Skip("starts a control plane")
+		t.Skip("starts a control plane and the controller binary")
 	}
 	t.Parallel()
 	cfg := configFromEnv(t, 20)
 	r := runScale(t, cfg)
+	t.Logf("api (a) %v; (b) %v; (c) %v", r.api, r.restartAPI, r.refreshAPI)
 	if !r.readyVerifiedOK {
 		t.Error("not every binding is Ready at the API server")
 	}
 	if r.stsCalls != cfg.N || r.identityCalls != cfg.N {
 		t.Errorf("first issue: %d credential calls and %d GetCallerIdentity calls for %d bindings; want one each", r.stsCalls, r.identityCalls, cfg.N)
 	}
-	if r.restartSTSCalls != 0 || writes(r.restartAPI, "secrets") != 0 {
-		t.Errorf("restart over valid Secrets: %d STS calls, %d Secret writes; want none", r.restartSTSCalls, writes(r.restartAPI, "secrets"))
+	for _, k := range []string{"create serviceaccounts/token", "create secrets", "patch iamrolebindings/status", "create events"} {
+		if r.api[k] != cfg.N {
+			t.Errorf("first issue: %d %q requests for %d bindings; want one each", r.api[k], k, cfg.N)
+		}
+	}
+	if got := r.api.perBinding(); got != 4*cfg.N {
+		t.Errorf("first issue: %d API requests for %d bindings, want 4 each: %v", got, cfg.N, r.api)
+	}
+	if r.api["create tokenreviews"] > cfg.MaxConcurrentRecon {
+		t.Errorf("first issue: %d TokenReviews for one audience", r.api["create tokenreviews"])
+	}
+	if r.restartSTSCalls != 0 || r.restartAPI.writes("") != 0 || r.restartAPI.perBinding() != 0 {
+		t.Errorf("restart over valid Secrets: %d STS calls, %d API writes, %d requests beyond the caches' watches; want none: %v",
+			r.restartSTSCalls, r.restartAPI.writes(""), r.restartAPI.perBinding(), r.restartAPI)
 	}
 	if r.refreshEarly == 0 && (r.refreshCallsMin != 1 || r.refreshCallsMax != 1 || r.refreshSecretWrites != cfg.N) {
 		t.Errorf("refresh cycle: %d..%d STS calls per binding, %d Secret writes for %d bindings; want exactly one each",
 			r.refreshCallsMin, r.refreshCallsMax, r.refreshSecretWrites, cfg.N)
+	}
+	if r.memIssue.Peak == 0 || r.memRestart.Peak == 0 || r.idle.Peak == 0 {
+		t.Errorf("no RSS read from the controller process: %+v %+v %+v", r.idle, r.memIssue, r.memRestart)
 	}
 }
