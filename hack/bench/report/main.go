@@ -142,7 +142,7 @@ func checks(r results) []check {
 		if c.name == "baseline-static-https" {
 			continue
 		}
-		listTarget, listOK := "", func(float64) bool(nil)
+		listTarget, listOK := "", (func(float64) bool)(nil)
 		if c.name != "match" {
 			listTarget, listOK = "far fewer than 1 (< 0.5)", below(0.5)
 			cs = append(cs, check{label + ": p99 / p99 of a pod with a binding", bench, "p99-vs-match", 1, "%.2f×", "≤ 1.5×", func(v float64) bool { return v <= 1.5 }})
