@@ -188,8 +188,14 @@ func (r *IAMRoleBindingReconciler) bindingsInNamespace(ctx context.Context, ns c
 }
 
 func (r *IAMRoleBindingReconciler) requestsFor(ctx context.Context, kind, name string, opts ...client.ListOption) []reconcile.Request {
+	return bindingRequests(ctx, r.Client, kind, name, opts...)
+}
+
+// bindingRequests lists the bindings opts select (from the cache) as
+// requests; what caused the lookup (kind, name) goes into the error log.
+func bindingRequests(ctx context.Context, c client.Reader, kind, name string, opts ...client.ListOption) []reconcile.Request {
 	var list stsbindv1.IAMRoleBindingList
-	if err := r.Client.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
+	if err := c.List(ctx, &list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		logf.FromContext(ctx).Error(err, "Failed to list IAMRoleBindings", kind, name)
 		return nil
 	}

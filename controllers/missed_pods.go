@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/events"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -111,17 +110,8 @@ func podChanged(old, new client.Object) bool {
 }
 
 func (r *missedPodsReconciler) bindingsForPod(ctx context.Context, p client.Object) []reconcile.Request {
-	var list stsbindv1.IAMRoleBindingList
-	if err := r.Client.List(ctx, &list, client.InNamespace(p.GetNamespace()),
-		client.MatchingFields{index.ServiceAccountName: podServiceAccountOf(p.(*corev1.Pod))}, client.UnsafeDisableDeepCopy); err != nil {
-		logf.FromContext(ctx).Error(err, "Failed to list IAMRoleBindings", "pod", client.ObjectKeyFromObject(p))
-		return nil
-	}
-	reqs := make([]reconcile.Request, 0, len(list.Items))
-	for _, b := range list.Items {
-		reqs = append(reqs, reconcile.Request{NamespacedName: types.NamespacedName{Namespace: b.Namespace, Name: b.Name}})
-	}
-	return reqs
+	return bindingRequests(ctx, r.Client, "pod", client.ObjectKeyFromObject(p).String(), client.InNamespace(p.GetNamespace()),
+		client.MatchingFields{index.ServiceAccountName: podServiceAccountOf(p.(*corev1.Pod))})
 }
 
 // Reconcile counts the binding's missed pods and writes them to its status.
