@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 )
@@ -177,22 +176,8 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 	}
 	form.Set("Policy", CutoffPolicy(plan.Cutoff))
 	encoded := form.Encode()
-	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, f.target.String()+r.URL.RequestURI(), strings.NewReader(encoded))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	out.Header = r.Header.Clone()
-	out.Header.Set("Content-Length", strconv.Itoa(len(encoded)))
-	resp, err := http.DefaultClient.Do(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
+	resp, answer, ok := f.forward(w, r, []byte(encoded))
+	if !ok {
 		return
 	}
 	if resp.StatusCode == http.StatusOK {
@@ -212,21 +197,8 @@ func (f *Front) serve(w http.ResponseWriter, r *http.Request, rp *httputil.Rever
 // while replaying, a successful answer is replaced by the plan's first one,
 // otherwise the access key id answered is recorded.
 func (f *Front) afterPlan(w http.ResponseWriter, r *http.Request, body []byte, p *Plan, replay bool) {
-	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, f.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-		return
-	}
-	out.Header = r.Header.Clone()
-	resp, err := http.DefaultClient.Do(out)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(resp.Body)
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
+	resp, answer, ok := f.forward(w, r, body)
+	if !ok {
 		return
 	}
 	if resp.StatusCode == http.StatusOK {
@@ -250,4 +222,27 @@ func writeAnswer(w http.ResponseWriter, resp *http.Response, answer []byte) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(answer)))
 	w.WriteHeader(resp.StatusCode)
 	_, _ = w.Write(answer)
+}
+
+// forward sends body to MinIO with r's path and headers and returns the
+// answer; when that fails it has answered w itself and ok is false.
+func (f *Front) forward(w http.ResponseWriter, r *http.Request, body []byte) (resp *http.Response, answer []byte, ok bool) {
+	out, err := http.NewRequestWithContext(r.Context(), http.MethodPost, f.target.String()+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return nil, nil, false
+	}
+	out.Header = r.Header.Clone()
+	out.Header.Set("Content-Length", strconv.Itoa(len(body)))
+	resp, err = http.DefaultClient.Do(out)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil, nil, false
+	}
+	defer resp.Body.Close()
+	if answer, err = io.ReadAll(resp.Body); err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return nil, nil, false
+	}
+	return resp, answer, true
 }
