@@ -52,6 +52,7 @@ func init() {
 
 type options struct {
 	metricsAddr, probeAddr     string
+	pprofAddr                  string
 	secureMetrics, enableHTTP2 bool
 	leaderElect                bool
 	leaderElectionNamespace    string
@@ -83,6 +84,7 @@ func main() {
 	}
 	var o options
 	flag.StringVar(&o.metricsAddr, "metrics-bind-address", ":8443", "Address of the metrics endpoint (:8443 for HTTPS, :8080 for HTTP, 0 to disable).")
+	flag.StringVar(&o.pprofAddr, "pprof-bind-address", "", "Address of Go's pprof endpoints, plain HTTP without authentication (empty: off); for profiling on loopback only.")
 	flag.BoolVar(&o.secureMetrics, "metrics-secure", true, "Serve metrics over HTTPS with authentication and authorization.")
 	flag.StringVar(&o.probeAddr, "health-probe-bind-address", ":8081", "Address of the health and readiness probes.")
 	flag.BoolVar(&o.enableHTTP2, "enable-http2", false, "Enable HTTP/2 for the metrics and webhook servers (off: HTTP/2 Stream Cancellation and Rapid Reset CVEs).")
@@ -167,6 +169,7 @@ func run(o options) error {
 		Scheme:                  scheme,
 		Metrics:                 metricsOpts,
 		HealthProbeBindAddress:  o.probeAddr,
+		PprofBindAddress:        o.pprofAddr,
 		LeaderElection:          o.leaderElect,
 		LeaderElectionID:        "stsbind.stsbind.dev",
 		LeaderElectionNamespace: o.leaderElectionNamespace,
@@ -181,7 +184,9 @@ func run(o options) error {
 		return fmt.Errorf("creating the manager: %w", err)
 	}
 	// The webhook keeps answering while the Service lets go of this pod.
+	draining := &drain.Flag{}
 	ctx := drain.After(ctrl.SetupSignalHandler(), o.shutdownDelay, clock.RealClock{}, func() {
+		draining.Set()
 		setupLog.Info("Stopping after the shutdown delay", "delay", o.shutdownDelay)
 	})
 	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
@@ -224,7 +229,7 @@ func run(o options) error {
 		return fmt.Errorf("setting up the ClusterSTSProvider controller: %w", err)
 	}
 	metrics.Registry.MustRegister(controllers.BindingMetrics{Reader: mgr.GetCache()})
-	webhookReady, err := setupWebhook(mgr, o)
+	webhookReady, err := setupWebhook(mgr, o, draining)
 	if err != nil {
 		return fmt.Errorf("setting up the pod webhook: %w", err)
 	}
@@ -277,7 +282,7 @@ func sidecarOptions(o options) (webhook.SidecarOptions, error) {
 }
 
 // setupWebhook registers the pod webhook; the checker reports it ready to serve.
-func setupWebhook(mgr ctrl.Manager, o options) (healthz.Checker, error) {
+func setupWebhook(mgr ctrl.Manager, o options, draining *drain.Flag) (healthz.Checker, error) {
 	policy := admissionregistrationv1.FailurePolicyType(o.webhookFailurePolicy)
 	if policy != admissionregistrationv1.Ignore && policy != admissionregistrationv1.Fail {
 		return nil, fmt.Errorf("--webhook-failure-policy must be Ignore or Fail, not %q", policy)
@@ -292,6 +297,7 @@ func setupWebhook(mgr ctrl.Manager, o options) (healthz.Checker, error) {
 		Recorder:        mgr.GetEventRecorder("stsbind-webhook"),
 		FailurePolicy:   policy,
 		DefaultProvider: o.defaultProvider,
+		Draining:        draining,
 		Options:         webhook.Options{DefaultRegion: o.defaultRegion, Sidecar: sidecar},
 	}
 	if o.watchNamespaces != "" {

@@ -19,6 +19,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
+	"github.com/stsbind/stsbind/internal/drain"
 )
 
 // Event reason of a pod admitted without credentials.
@@ -60,7 +61,10 @@ type PodDefaulter struct {
 	// spec.providerRef (the controller's --default-provider), whose rules
 	// WebIdentity bindings must pass.
 	DefaultProvider string
-	Options         Options
+	// Draining, once set, makes each response close its connection, so that
+	// the API server's next review goes to a replica that stays.
+	Draining *drain.Flag
+	Options  Options
 
 	liveOnce sync.Once
 	live     *liveLister
@@ -78,7 +82,7 @@ const PodWebhookPath = "/mutate--v1-pod"
 
 // SetupWithManager registers the webhook at PodWebhookPath.
 func (d *PodDefaulter) SetupWithManager(mgr ctrl.Manager) error {
-	mgr.GetWebhookServer().Register(PodWebhookPath, d.Webhook())
+	mgr.GetWebhookServer().Register(PodWebhookPath, drain.CloseConnections(d.Webhook(), d.Draining))
 	return nil
 }
 

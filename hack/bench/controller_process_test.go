@@ -90,6 +90,7 @@ func controllerKubeconfig(ctx context.Context, tb testing.TB, env *testenv.Env, 
 type controllerProcess struct {
 	cmd     *exec.Cmd
 	metrics string // URL of its metrics endpoint
+	pprof   string // URL of its pprof endpoints
 	logPath string
 	exited  chan struct{}
 	err     error // after exited
@@ -103,8 +104,13 @@ func (s *scaleRun) startController(name string) *controllerProcess {
 	if err != nil {
 		s.tb.Fatal(err)
 	}
+	pprofPort, err := testenv.FreePort()
+	if err != nil {
+		s.tb.Fatal(err)
+	}
 	p := &controllerProcess{
 		metrics: fmt.Sprintf("http://127.0.0.1:%d/metrics", port),
+		pprof:   fmt.Sprintf("http://127.0.0.1:%d/debug/pprof", pprofPort),
 		logPath: filepath.Join(s.dir, name+".log"),
 		exited:  make(chan struct{}),
 	}
@@ -119,6 +125,7 @@ func (s *scaleRun) startController(name string) *controllerProcess {
 		"--health-probe-bind-address=0",
 		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", port),
 		"--metrics-secure=false",
+		fmt.Sprintf("--pprof-bind-address=127.0.0.1:%d", pprofPort),
 		"--shutdown-delay=0s",
 		"--default-provider", benchProvider,
 		"--operator-namespace", "stsbind-system",
@@ -190,6 +197,51 @@ func (p *controllerProcess) logTail() string {
 		raw = raw[len(raw)-4000:]
 	}
 	return string(raw)
+}
+
+// profileDir is where the run's profiles go: $STSBIND_BENCH_PROFILES, or
+// "" for none. Read them with go tool pprof.
+func profileDir() string { return os.Getenv("STSBIND_BENCH_PROFILES") }
+
+// saveHeapProfile writes the controller's heap profile, after a GC, to
+// <profileDir>/<name>.pprof (-sample_index=inuse_space: what it holds).
+func (p *controllerProcess) saveHeapProfile(ctx context.Context, tb testing.TB, name string) {
+	if profileDir() != "" {
+		saveProfile(ctx, tb, http.DefaultClient, p.pprof+"/heap?gc=1", name)
+	}
+}
+
+// saveProfile GETs a pprof endpoint and writes the answer to
+// <profileDir>/<name>.pprof.
+func saveProfile(ctx context.Context, tb testing.TB, c *http.Client, url, name string) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		tb.Errorf("profile %s: %v", name, err)
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		tb.Errorf("profile %s: %s", name, resp.Status)
+		return
+	}
+	if err := os.MkdirAll(profileDir(), 0o755); err != nil {
+		tb.Error(err)
+		return
+	}
+	f, err := os.Create(filepath.Join(profileDir(), name+".pprof"))
+	if err != nil {
+		tb.Error(err)
+		return
+	}
+	defer f.Close()
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		tb.Error(err)
+	}
 }
 
 // processMemory is what /proc/<pid>/status says of a process's memory.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"net/http"
 	"os"
 	"runtime/debug"
 	"sort"
@@ -335,6 +336,7 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	start = time.Now()
 	first := s.startController("issue")
 	defer first.kill()
+	profiled := s.profileCPU(ctx, first, "issue")
 	s.waitFor("bindings Ready", first, 10*time.Minute, func() int { return s.readySeen(ctx) }, cfg.N)
 	res.readyIn = time.Since(start)
 	time.Sleep(settle)
@@ -345,6 +347,8 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	res.api = s.requests()
 	res.readyVerifiedOK = s.countReady(ctx) == cfg.N
 	res.memIssue = first.memory(tb)
+	<-profiled
+	first.saveHeapProfile(ctx, tb, fmt.Sprintf("heap-%d-issue", cfg.N))
 
 	// (b) A new controller process over Secrets that are all still valid.
 	first.stop(tb)
@@ -364,6 +368,7 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	restartOver := time.Now()
 	time.Sleep(settle)
 	res.memRestart = second.memory(tb)
+	second.saveHeapProfile(ctx, tb, fmt.Sprintf("heap-%d-restart", cfg.N))
 	res.restartSTSCalls = fake.CallCount("") - callsBefore
 	res.restartAPI = s.requests()
 
@@ -397,6 +402,39 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	res.memRefresh = second.memory(tb)
 	second.stop(tb)
 	return res
+}
+
+// profileCPU records, when profiles are asked for, 20 s of CPU profile of
+// the controller and of the API server at once, from 10 s after start: what
+// each spends its CPU on while bindings are issued. The channel closes when
+// both are written.
+func (s *scaleRun) profileCPU(ctx context.Context, p *controllerProcess, phase string) <-chan struct{} {
+	done := make(chan struct{})
+	if profileDir() == "" {
+		close(done)
+		return done
+	}
+	apiClient, err := rest.HTTPClientFor(s.env.Config)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			saveProfile(ctx, s.tb, http.DefaultClient, p.pprof+"/profile?seconds=20", fmt.Sprintf("cpu-%d-%s-controller", s.cfg.N, phase))
+		})
+		wg.Go(func() {
+			saveProfile(ctx, s.tb, apiClient, s.env.Config.Host+"/debug/pprof/profile?seconds=20", fmt.Sprintf("cpu-%d-%s-apiserver", s.cfg.N, phase))
+		})
+		wg.Wait()
+	}()
+	return done
 }
 
 func perRole(calls []ststest.Call) map[string]int {
