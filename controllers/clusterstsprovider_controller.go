@@ -4,12 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/util/workqueue"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -55,10 +57,7 @@ func (r *ClusterSTSProviderReconciler) SetupWithManager(mgr ctrl.Manager) error 
 		For(&stsbindv1.ClusterSTSProvider{}, builder.WithPredicates(predicate.GenerationChangedPredicate{})).
 		// Bindings come and go, change provider, or find the provider's
 		// audience refused; the count and the condition follow.
-		Watches(&stsbindv1.IAMRoleBinding{},
-			handler.EnqueueRequestsFromMapFunc(func(_ context.Context, o client.Object) []reconcile.Request {
-				return []reconcile.Request{{NamespacedName: types.NamespacedName{Name: o.(*stsbindv1.IAMRoleBinding).ProviderNameOrDefault(r.DefaultProvider)}}}
-			}),
+		Watches(&stsbindv1.IAMRoleBinding{}, r.enqueueProviderOf(),
 			builder.WithPredicates(predicate.Funcs{
 				UpdateFunc: func(e event.UpdateEvent) bool {
 					o, n := e.ObjectOld.(*stsbindv1.IAMRoleBinding), e.ObjectNew.(*stsbindv1.IAMRoleBinding)
@@ -68,6 +67,36 @@ func (r *ClusterSTSProviderReconciler) SetupWithManager(mgr ctrl.Manager) error 
 			})).
 		WithOptions(controllerOptions(skip)).
 		Complete(r)
+}
+
+// providerStatusDelay gathers the binding changes of this long into one
+// reconcile of their provider. Its count lists every binding of the
+// provider: at 10,000 bindings coming Ready, one such reconcile per change
+// took 40% of the controller's CPU.
+const providerStatusDelay = 2 * time.Second
+
+// enqueueProviderOf queues, providerStatusDelay later, the provider of a
+// binding, and on an update the old provider as well: its count changes too.
+func (r *ClusterSTSProviderReconciler) enqueueProviderOf() handler.EventHandler {
+	add := func(o client.Object, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+		name := o.(*stsbindv1.IAMRoleBinding).ProviderNameOrDefault(r.DefaultProvider)
+		q.AddAfter(reconcile.Request{NamespacedName: types.NamespacedName{Name: name}}, providerStatusDelay)
+	}
+	return handler.Funcs{
+		CreateFunc: func(_ context.Context, e event.CreateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(e.Object, q)
+		},
+		UpdateFunc: func(_ context.Context, e event.UpdateEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(e.ObjectOld, q)
+			add(e.ObjectNew, q)
+		},
+		DeleteFunc: func(_ context.Context, e event.DeleteEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(e.Object, q)
+		},
+		GenericFunc: func(_ context.Context, e event.GenericEvent, q workqueue.TypedRateLimitingInterface[reconcile.Request]) {
+			add(e.Object, q)
+		},
+	}
 }
 
 func readyReason(b *stsbindv1.IAMRoleBinding) string {

@@ -133,8 +133,15 @@ func (s *scaleRun) startController(name string) *controllerProcess {
 		fmt.Sprintf("--kube-api-burst=%d", s.cfg.KubeBurst),
 		fmt.Sprintf("--max-concurrent-reconciles=%d", s.cfg.MaxConcurrentRecon),
 	)
-	// GOMEMLIMIT and GOGC of the harness's environment reach the controller.
-	p.cmd.Env = os.Environ()
+	// The controller's GOMEMLIMIT is the run's, never the harness's.
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "GOMEMLIMIT=") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	if s.cfg.GoMemLimit != "" {
+		p.cmd.Env = append(p.cmd.Env, "GOMEMLIMIT="+s.cfg.GoMemLimit)
+	}
 	p.cmd.Stdout, p.cmd.Stderr = logFile, logFile
 	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := p.cmd.Start(); err != nil {
@@ -248,6 +255,8 @@ func saveProfile(ctx context.Context, tb testing.TB, c *http.Client, url, name s
 type processMemory struct {
 	Peak    int64 // VmHWM: the most resident memory since the process started
 	Current int64 // VmRSS
+	Anon    int64 // RssAnon: of Current, the heap, stacks and runtime
+	File    int64 // RssFile: of Current, the binary's pages
 }
 
 func (p *controllerProcess) memory(tb testing.TB) processMemory {
@@ -266,6 +275,10 @@ func (p *controllerProcess) memory(tb testing.TB) processMemory {
 			m.Peak = kb << 10
 		case "VmRSS":
 			m.Current = kb << 10
+		case "RssAnon":
+			m.Anon = kb << 10
+		case "RssFile":
+			m.File = kb << 10
 		}
 	}
 	if m.Peak == 0 {
@@ -290,6 +303,23 @@ func (p *controllerProcess) scrape(ctx context.Context, match string, names ...s
 		return nil, fmt.Errorf("%s: %s", p.metrics, resp.Status)
 	}
 	return sumSamples(resp.Body, match, names...)
+}
+
+// goMemory sums up the Go runtime's memory statistics from the metrics
+// endpoint: where the RSS goes (heap in use, heap kept but free, stacks,
+// the GC's next target).
+func (p *controllerProcess) goMemory(ctx context.Context) string {
+	names := []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes", "go_memstats_heap_released_bytes",
+		"go_memstats_stack_inuse_bytes", "go_memstats_sys_bytes", "go_memstats_next_gc_bytes", "go_gc_gomemlimit_bytes"}
+	m, err := p.scrape(ctx, "", names...)
+	if err != nil {
+		return err.Error()
+	}
+	var b strings.Builder
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s %.0f MiB, ", strings.TrimPrefix(strings.TrimSuffix(n, "_bytes"), "go_memstats_"), m[n]/(1<<20))
+	}
+	return strings.TrimSuffix(b.String(), ", ")
 }
 
 // sumSamples reads the Prometheus text format.
