@@ -396,15 +396,22 @@ func runScale(tb testing.TB, cfg scaleConfig) scaleResult {
 	return res
 }
 
-// profileCPU records, when profiles are asked for, 20 s of the controller's
-// CPU profile from 10 s after start: what it spends its CPU on while
-// bindings are issued. The channel closes when it is written.
+// profileCPU records, when profiles are asked for, 20 s of CPU profile of
+// the controller and of the API server at once, from 10 s after start: what
+// each spends its CPU on while bindings are issued. The channel closes when
+// both are written.
 func (s *scaleRun) profileCPU(ctx context.Context, p *controllerProcess, phase string) <-chan struct{} {
 	done := make(chan struct{})
 	if profileDir() == "" {
 		close(done)
 		return done
 	}
+	apiClient, err := rest.HTTPClientFor(s.env.Config)
+	if err != nil {
+		s.tb.Fatal(err)
+	}
+	// envtest's Host ends in a slash.
+	apiServer := strings.TrimSuffix(s.env.Config.Host, "/")
 	go func() {
 		defer close(done)
 		select {
@@ -412,7 +419,14 @@ func (s *scaleRun) profileCPU(ctx context.Context, p *controllerProcess, phase s
 			return
 		case <-time.After(10 * time.Second):
 		}
-		saveProfile(ctx, s.tb, http.DefaultClient, p.pprof+"/profile?seconds=20", fmt.Sprintf("cpu-%d-%s-controller", s.cfg.N, phase))
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			saveProfile(ctx, s.tb, http.DefaultClient, p.pprof+"/profile?seconds=20", fmt.Sprintf("cpu-%d-%s-controller", s.cfg.N, phase))
+		})
+		wg.Go(func() {
+			saveProfile(ctx, s.tb, apiClient, apiServer+"/debug/pprof/profile?seconds=20", fmt.Sprintf("cpu-%d-%s-apiserver", s.cfg.N, phase))
+		})
+		wg.Wait()
 	}()
 	return done
 }

@@ -199,7 +199,7 @@ func checks(r results) []check {
 			check{p + "(a) CPU per new binding: API server", bench, "kube-apiserver-cpu-ms/binding", 1, "%.1f ms", "", nil},
 			check{p + "(a) CPU per new binding: etcd", bench, "etcd-cpu-ms/binding", 1, "%.1f ms", "", nil},
 			check{p + "(a) CPU per new binding: controller", bench, "controller-cpu-ms/binding", 1, "%.1f ms", "", nil},
-			check{p + "(a) CPU per new binding: harness (test STS, its watch)", bench, "harness-cpu-ms/binding", 1, "%.1f ms", "", nil},
+			check{p + "(a) CPU per new binding: harness (test STS, Ready count)", bench, "harness-cpu-ms/binding", 1, "%.1f ms", "", nil},
 			check{p + "controller process, idle over an empty cluster: RSS", bench, "idle-RSS-MiB", 1, "%.0f MiB", "", nil},
 			check{p + "(a) controller process: peak RSS (VmHWM)", bench, "peak-RSS-MiB", 1, "%.0f MiB", "< 150 MiB", below(150)},
 			check{p + "(b) restarted controller process: peak RSS", bench, "restart-peak-RSS-MiB", 1, "%.0f MiB", "< 150 MiB", below(150)},
