@@ -25,7 +25,7 @@ import (
 )
 
 // Options are what main.go reads from its flags; a harness sets its own.
-// The zero value of each field is the controllers' default.
+// A zero field takes the controllers' default where they have one.
 type Options struct {
 	// DefaultProvider is the ClusterSTSProvider of bindings without
 	// spec.providerRef (--default-provider; empty: such bindings are refused).
