@@ -4,12 +4,9 @@
 package main
 
 import (
-	"context"
 	"crypto/tls"
-	"errors"
 	"flag"
 	"fmt"
-	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -22,21 +19,15 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
-	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/controller-runtime/pkg/metrics/filters"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	crwebhook "sigs.k8s.io/controller-runtime/pkg/webhook"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/controllers"
 	"github.com/stsbind/stsbind/internal/credserver"
 	"github.com/stsbind/stsbind/internal/drain"
-	"github.com/stsbind/stsbind/internal/index"
-	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/internal/operator"
 	"github.com/stsbind/stsbind/webhook"
 )
 
@@ -143,26 +134,8 @@ func run(o options) error {
 		metricsOpts.FilterProvider = filters.WithAuthenticationAndAuthorization
 	}
 
-	cacheOpts := cache.Options{
-		ByObject: map[client.Object]cache.ByObject{
-			// Only Secrets stsbind wrote are cached: no cluster-wide Secret cache.
-			&corev1.Secret{}: controllers.SecretCache(),
-			// Pods that have not finished, stripped to their Secret references.
-			&corev1.Pod{}: controllers.PodCache(),
-		},
-		// Nothing reads managedFields; at 10,000 bindings they are a tenth
-		// of the cache.
-		DefaultTransform: cache.TransformStripManagedFields(),
-	}
-	if o.watchNamespaces != "" {
-		cacheOpts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range strings.Split(o.watchNamespaces, ",") {
-			if ns = strings.TrimSpace(ns); ns != "" {
-				cacheOpts.DefaultNamespaces[ns] = cache.Config{}
-			}
-		}
-	}
-
+	// The cache and the webhook trim the entries and skip empty ones.
+	watched := strings.Split(o.watchNamespaces, ",")
 	cfg := ctrl.GetConfigOrDie()
 	cfg.QPS, cfg.Burst = float32(o.kubeQPS), o.kubeBurst
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
@@ -175,7 +148,7 @@ func run(o options) error {
 		LeaderElectionNamespace: o.leaderElectionNamespace,
 		// The new leader starts at once when the old one stops cleanly.
 		LeaderElectionReleaseOnCancel: true,
-		Cache:                         cacheOpts,
+		Cache:                         operator.CacheOptions(watched),
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{
 			Host: o.webhookHost, Port: o.webhookPort, CertDir: o.webhookCertDir, TLSOpts: tlsOpts,
 		}),
@@ -189,76 +162,25 @@ func run(o options) error {
 		draining.Set()
 		setupLog.Info("Stopping after the shutdown delay", "delay", o.shutdownDelay)
 	})
-	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
-		return fmt.Errorf("registering cache indexes: %w", err)
+	wh, err := webhookOptions(mgr, o, draining)
+	if err != nil {
+		return fmt.Errorf("setting up the pod webhook: %w", err)
 	}
-	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), o.defaultProvider); err != nil {
-		return fmt.Errorf("registering cache indexes: %w", err)
-	}
-	sts := stsclient.New(stsclient.Options{})
-	audiences := &controllers.AudienceGuard{Client: mgr.GetClient()}
-	if err := (&controllers.IAMRoleBindingReconciler{
-		Client:                  mgr.GetClient(),
-		APIReader:               mgr.GetAPIReader(),
-		Recorder:                mgr.GetEventRecorder("stsbind"),
-		STS:                     sts,
-		Audiences:               audiences,
+	if err := operator.Setup(ctx, mgr, operator.Options{
 		DefaultProvider:         o.defaultProvider,
 		DefaultRegion:           o.defaultRegion,
 		OperatorNamespace:       o.operatorNamespace,
 		ClusterName:             o.clusterName,
+		Namespaces:              watched,
 		MaxConcurrentReconciles: o.maxConcurrentReconciles,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the IAMRoleBinding controller: %w", err)
-	}
-	if err := (&controllers.RestartReconciler{
-		Client:      mgr.GetClient(),
-		APIReader:   mgr.GetAPIReader(),
-		Recorder:    mgr.GetEventRecorder("stsbind"),
-		MinInterval: o.restartMinInterval,
-		Disabled:    !o.restartOnRotation,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the restart-on-rotation controller: %w", err)
-	}
-	if err := (&controllers.ClusterSTSProviderReconciler{
-		Client:          mgr.GetClient(),
-		Audiences:       audiences,
-		Forget:          sts.Forget,
-		DefaultProvider: o.defaultProvider,
-	}).SetupWithManager(mgr); err != nil {
-		return fmt.Errorf("setting up the ClusterSTSProvider controller: %w", err)
-	}
-	metrics.Registry.MustRegister(controllers.BindingMetrics{Reader: mgr.GetCache()})
-	webhookReady, err := setupWebhook(mgr, o, draining)
-	if err != nil {
-		return fmt.Errorf("setting up the pod webhook: %w", err)
-	}
-	if err := mgr.AddHealthzCheck("healthz", healthz.Ping); err != nil {
-		return err
-	}
-	if err := mgr.AddReadyzCheck("readyz", webhookReady); err != nil {
-		return err
-	}
-	// A replica whose caches have not synced would answer lookups from
-	// an empty cache: not ready until they have.
-	if err := mgr.AddReadyzCheck("caches", cachesSynced(mgr.GetCache())); err != nil {
+		RestartMinInterval:      o.restartMinInterval,
+		DisableRestarts:         !o.restartOnRotation,
+		Webhook:                 wh,
+	}); err != nil {
 		return err
 	}
 	setupLog.Info("Starting the manager", "defaultProvider", o.defaultProvider, "defaultRegion", o.defaultRegion)
 	return mgr.Start(ctx)
-}
-
-// cachesSynced reports ready once every informer of the manager's cache has
-// synced.
-func cachesSynced(c cache.Cache) healthz.Checker {
-	return func(req *http.Request) error {
-		ctx, cancel := context.WithTimeout(req.Context(), time.Second)
-		defer cancel()
-		if !c.WaitForCacheSync(ctx) {
-			return errors.New("the informer caches have not synced yet")
-		}
-		return nil
-	}
 }
 
 // sidecarOptions reads the Endpoint-mode sidecar flags.
@@ -281,8 +203,9 @@ func sidecarOptions(o options) (webhook.SidecarOptions, error) {
 	}, nil
 }
 
-// setupWebhook registers the pod webhook; the checker reports it ready to serve.
-func setupWebhook(mgr ctrl.Manager, o options, draining *drain.Flag) (healthz.Checker, error) {
+// webhookOptions reads the webhook flags and, for self-managed certificates,
+// adds the certificate rotator; nil options mean no webhook.
+func webhookOptions(mgr ctrl.Manager, o options, draining *drain.Flag) (*operator.WebhookOptions, error) {
 	policy := admissionregistrationv1.FailurePolicyType(o.webhookFailurePolicy)
 	if policy != admissionregistrationv1.Ignore && policy != admissionregistrationv1.Fail {
 		return nil, fmt.Errorf("--webhook-failure-policy must be Ignore or Fail, not %q", policy)
@@ -291,25 +214,14 @@ func setupWebhook(mgr ctrl.Manager, o options, draining *drain.Flag) (healthz.Ch
 	if err != nil {
 		return nil, err
 	}
-	d := &webhook.PodDefaulter{
-		Cache:           mgr.GetCache(),
-		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("stsbind-webhook"),
-		FailurePolicy:   policy,
-		DefaultProvider: o.defaultProvider,
-		Draining:        draining,
-		Options:         webhook.Options{DefaultRegion: o.defaultRegion, Sidecar: sidecar},
-	}
-	if o.watchNamespaces != "" {
-		d.Namespaces = strings.Split(strings.ReplaceAll(o.watchNamespaces, " ", ""), ",")
-	}
+	w := &operator.WebhookOptions{FailurePolicy: policy, Sidecar: sidecar, Draining: draining}
 	switch o.webhookCertMode {
 	case "disabled":
-		return healthz.Ping, nil
+		return nil, nil
 	case "cert-manager":
-		return mgr.GetWebhookServer().StartedChecker(), d.SetupWithManager(mgr)
+		return w, nil
 	case "self-managed":
-		ready, err := webhook.AddCertRotator(mgr, webhook.CertOptions{
+		w.CertReady, err = webhook.AddCertRotator(mgr, webhook.CertOptions{
 			Namespace:                os.Getenv("POD_NAMESPACE"),
 			SecretName:               o.webhookCertSecret,
 			ServiceName:              o.webhookService,
@@ -319,7 +231,7 @@ func setupWebhook(mgr ctrl.Manager, o options, draining *drain.Flag) (healthz.Ch
 		if err != nil {
 			return nil, err
 		}
-		return webhook.ReadyCheck(mgr, ready), d.SetupWhenReady(mgr, ready)
+		return w, nil
 	}
 	return nil, fmt.Errorf("--webhook-cert-mode must be self-managed, cert-manager or disabled, not %q", o.webhookCertMode)
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -22,15 +23,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/controllers"
-	"github.com/stsbind/stsbind/internal/index"
-	"github.com/stsbind/stsbind/internal/stsclient"
+	"github.com/stsbind/stsbind/internal/operator"
 	"github.com/stsbind/stsbind/internal/testrig/applytest"
 	"github.com/stsbind/stsbind/internal/testrig/ststest"
 	"github.com/stsbind/stsbind/internal/testrig/testenv"
@@ -256,58 +254,47 @@ func TestChartRBACRunsTheOperator(t *testing.T) {
 }
 
 // startOperator starts what main.go runs, as cfg's identity, with the flags
-// the chart passes: the binding and provider controllers, a cache limited to
+// the chart passes: the controllers (operator.Setup), a cache limited to
 // --watch-namespaces, and the self-managed certificate rotator. The returned
 // channel closes once the certificate is mounted and the caBundle injected.
 func startOperator(t *testing.T, cfg *rest.Config, logs *testenv.SyncBuffer, args map[string]string, certDir string) <-chan struct{} {
 	t.Helper()
 	ctrl.SetLogger(zap.New(zap.WriteTo(logs), zap.UseDevMode(true)))
-	watched := map[string]cache.Config{}
-	for _, ns := range strings.Split(args["watch-namespaces"], ",") {
-		watched[ns] = cache.Config{}
-	}
+	watched := strings.Split(args["watch-namespaces"], ",")
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 env.Scheme,
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
-		Cache: cache.Options{
-			ByObject:          map[client.Object]cache.ByObject{&corev1.Secret{}: controllers.SecretCache(), &corev1.Pod{}: controllers.PodCache()},
-			DefaultNamespaces: watched,
-			DefaultTransform:  cache.TransformStripManagedFields(),
-		},
+		Cache:                  operator.CacheOptions(watched),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	provider := args["default-provider"]
-	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
-		t.Fatal(err)
+	maxConcurrent, err := strconv.Atoi(args["max-concurrent-reconciles"])
+	if err != nil {
+		t.Fatalf("--max-concurrent-reconciles: %v", err)
 	}
-	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), provider); err != nil {
-		t.Fatal(err)
+	restarts, err := strconv.ParseBool(args["restart-on-rotation"])
+	if err != nil {
+		t.Fatalf("--restart-on-rotation: %v", err)
 	}
-	sts := stsclient.New(stsclient.Options{})
-	audiences := &controllers.AudienceGuard{Client: mgr.GetClient()}
-	if err := (&controllers.IAMRoleBindingReconciler{
-		Client:          mgr.GetClient(),
-		APIReader:       mgr.GetAPIReader(),
-		Recorder:        mgr.GetEventRecorder("stsbind"),
-		STS:             sts,
-		Audiences:       audiences,
-		DefaultProvider: provider,
+	minInterval, err := time.ParseDuration(args["restart-min-interval"])
+	if err != nil {
+		t.Fatalf("--restart-min-interval: %v", err)
+	}
+	if err := operator.Setup(ctx, mgr, operator.Options{
+		DefaultProvider: args["default-provider"],
 		DefaultRegion:   args["default-region"],
-	}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&controllers.RestartReconciler{
-		Client: mgr.GetClient(), APIReader: mgr.GetAPIReader(), Recorder: mgr.GetEventRecorder("stsbind"),
-	}).SetupWithManager(mgr); err != nil {
-		t.Fatal(err)
-	}
-	if err := (&controllers.ClusterSTSProviderReconciler{
-		Client: mgr.GetClient(), Audiences: audiences, Forget: sts.Forget, DefaultProvider: provider,
-	}).SetupWithManager(mgr); err != nil {
+		// main's default: the Deployment's POD_NAMESPACE.
+		OperatorNamespace:       namespace,
+		ClusterName:             args["cluster-name"],
+		Namespaces:              watched,
+		MaxConcurrentReconciles: maxConcurrent,
+		RestartMinInterval:      minInterval,
+		DisableRestarts:         !restarts,
+		// Unlike main, no pod webhook: the test makes no admission requests.
+	}); err != nil {
 		t.Fatal(err)
 	}
 	ready, err := webhook.AddCertRotator(mgr, webhook.CertOptions{
@@ -374,7 +361,7 @@ func managerArgs(t *testing.T, dep *appsv1.Deployment) map[string]string {
 		k, v, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
 		args[k] = v
 	}
-	for _, k := range []string{"watch-namespaces", "default-provider", "default-region", "webhook-cert-secret", "webhook-service", "webhook-configuration"} {
+	for _, k := range []string{"watch-namespaces", "default-provider", "default-region", "max-concurrent-reconciles", "restart-on-rotation", "restart-min-interval", "webhook-cert-secret", "webhook-service", "webhook-configuration"} {
 		if args[k] == "" {
 			t.Fatalf("the chart passes no --%s", k)
 		}

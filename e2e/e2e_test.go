@@ -24,7 +24,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/rand"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log/zap"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -32,8 +31,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	stsbindv1 "github.com/stsbind/stsbind/api/v1alpha1"
-	"github.com/stsbind/stsbind/controllers"
-	"github.com/stsbind/stsbind/internal/index"
+	"github.com/stsbind/stsbind/internal/operator"
 	"github.com/stsbind/stsbind/internal/stsclient"
 	"github.com/stsbind/stsbind/internal/testrig/miniotest"
 	"github.com/stsbind/stsbind/internal/testrig/moto"
@@ -136,46 +134,32 @@ func run(m *testing.M) (int, error) {
 	return code, nil
 }
 
-// startOperator runs the controller and the webhook in one manager, as
-// main.go does, serving the webhook where envtest's configuration points.
+// startOperator runs the operator in one manager as main.go does
+// (internal/operator), serving the webhook where envtest's configuration
+// points.
 func startOperator(ctx context.Context) (<-chan struct{}, error) {
 	wio := env.WebhookInstallOptions
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
-		Scheme:  env.Scheme,
-		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: controllers.SecretCache(),
-		}},
+		Scheme:        env.Scheme,
+		Metrics:       metricsserver.Options{BindAddress: "0"},
+		Cache:         operator.CacheOptions(nil),
 		WebhookServer: crwebhook.NewServer(crwebhook.Options{Host: wio.LocalServingHost, Port: wio.LocalServingPort, CertDir: wio.LocalServingCertDir}),
 	})
 	if err != nil {
 		return nil, err
 	}
-	if err := index.Setup(ctx, mgr.GetFieldIndexer()); err != nil {
-		return nil, err
-	}
-	if err := index.SetupProviders(ctx, mgr.GetFieldIndexer(), minioProvider); err != nil {
-		return nil, err
-	}
-	if err := (&controllers.IAMRoleBindingReconciler{
-		Client:            mgr.GetClient(),
-		APIReader:         mgr.GetAPIReader(),
-		Recorder:          mgr.GetEventRecorder("stsbind"),
-		STS:               stsclient.New(stsclient.Options{}),
+	if err := operator.Setup(ctx, mgr, operator.Options{
 		DefaultProvider:   minioProvider,
 		DefaultRegion:     region,
 		OperatorNamespace: operatorNamespace,
 		ClusterName:       "e2e",
-	}).SetupWithManager(mgr); err != nil {
-		return nil, err
-	}
-	if err := (&webhook.PodDefaulter{
-		Cache:         mgr.GetCache(),
-		APIReader:     mgr.GetAPIReader(),
-		Recorder:      mgr.GetEventRecorder("stsbind-webhook"),
-		FailurePolicy: admissionregistrationv1.Fail,
-		Options:       webhook.Options{DefaultRegion: region, Sidecar: webhook.SidecarOptions{Image: "stsbind:e2e", Port: sidecarPort}},
-	}).SetupWithManager(mgr); err != nil {
+		// No rotator (no CertReady): envtest wrote the certificate files.
+		Webhook: &operator.WebhookOptions{
+			// Fail, not main's Ignore: a failed lookup denies the pod instead of admitting it uninjected.
+			FailurePolicy: admissionregistrationv1.Fail,
+			Sidecar:       webhook.SidecarOptions{Image: "stsbind:e2e", Port: sidecarPort},
+		},
+	}); err != nil {
 		return nil, err
 	}
 	done := make(chan struct{})
