@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sync/singleflight"
 	authv1 "k8s.io/api/authentication/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 )
@@ -23,6 +24,10 @@ type AudienceGuard struct {
 
 	mu       sync.Mutex
 	verdicts map[string]audienceVerdict
+	// reviews lets one TokenReview per audience be in flight: the workers
+	// that start together on a new audience share its verdict instead of
+	// each sending a review.
+	reviews singleflight.Group
 }
 
 type audienceVerdict struct {
@@ -47,19 +52,29 @@ func (g *AudienceGuard) Check(ctx context.Context, audience, token string, now t
 	if accepted, ok := g.Known(audience, now); ok {
 		return accepted, nil
 	}
-	// No audiences in the review: the API server checks against its own.
-	tr := &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: token}}
-	if err := g.Client.Create(ctx, tr); err != nil {
-		return false, fmt.Errorf("reviewing a token of audience %q at the API server: %w", audience, err)
+	v, err, _ := g.reviews.Do(audience, func() (any, error) {
+		// A review that finished while this one waited to start.
+		if accepted, ok := g.Known(audience, now); ok {
+			return accepted, nil
+		}
+		// No audiences in the review: the API server checks against its own.
+		tr := &authv1.TokenReview{Spec: authv1.TokenReviewSpec{Token: token}}
+		if err := g.Client.Create(ctx, tr); err != nil {
+			return false, fmt.Errorf("reviewing a token of audience %q at the API server: %w", audience, err)
+		}
+		accepted := tr.Status.Authenticated
+		g.mu.Lock()
+		defer g.mu.Unlock()
+		if g.verdicts == nil {
+			g.verdicts = map[string]audienceVerdict{}
+		}
+		g.verdicts[audience] = audienceVerdict{acceptedByAPIServer: accepted, at: now}
+		return accepted, nil
+	})
+	if err != nil {
+		return false, err
 	}
-	accepted := tr.Status.Authenticated
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if g.verdicts == nil {
-		g.verdicts = map[string]audienceVerdict{}
-	}
-	g.verdicts[audience] = audienceVerdict{acceptedByAPIServer: accepted, at: now}
-	return accepted, nil
+	return v.(bool), nil
 }
 
 func (g *AudienceGuard) ttl() time.Duration {
