@@ -191,7 +191,7 @@ func (s *scaleRun) populate(ctx context.Context) {
 // count of its calls says enough, and the harness puts no watch or list load
 // on the API server and the two cores it shares with the controller.
 func (s *scaleRun) readyPolled(ctx context.Context) int {
-	if issued := len(s.sts.OperationCalls(ststest.OpAssumeRoleWithWebIdentity)); issued < s.cfg.N {
+	if s.sts.OperationCount(ststest.OpAssumeRoleWithWebIdentity) < s.cfg.N {
 		return 0
 	}
 	return s.countReady(ctx)

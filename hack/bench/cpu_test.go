@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -19,17 +20,17 @@ const clockTicks = 100
 type cpuTimes map[string]float64
 
 // sampleCPU reads the CPU time of the controller (pid), of this process (the
-// harness: its watch, the test STS) and of its children the envtest API
+// harness: the test STS, the Ready count) and of its children the envtest API
 // server and etcd.
 func sampleCPU(controllerPID int) (cpuTimes, error) {
 	t := cpuTimes{}
 	self := os.Getpid()
 	for name, pid := range map[string]int{"controller": controllerPID, "harness": self} {
-		s, err := procCPU(pid)
+		st, err := readStat(pid)
 		if err != nil {
 			return nil, err
 		}
-		t[name] = s
+		t[name] = st.cpu
 	}
 	dirs, err := filepath.Glob("/proc/[0-9]*")
 	if err != nil {
@@ -37,17 +38,12 @@ func sampleCPU(controllerPID int) (cpuTimes, error) {
 	}
 	for _, d := range dirs {
 		pid, _ := strconv.Atoi(filepath.Base(d))
-		comm, ppid, err := procParent(pid)
-		if err != nil || ppid != self {
+		st, err := readStat(pid)
+		if err != nil || st.ppid != self {
 			continue // gone, or not ours
 		}
-		switch comm {
-		case "kube-apiserver", "etcd":
-			s, err := procCPU(pid)
-			if err != nil {
-				continue
-			}
-			t[comm] += s
+		if st.comm == "kube-apiserver" || st.comm == "etcd" {
+			t[st.comm] += st.cpu
 		}
 	}
 	if t["kube-apiserver"] == 0 || t["etcd"] == 0 {
@@ -65,43 +61,35 @@ func (t cpuTimes) minus(before cpuTimes) cpuTimes {
 	return d
 }
 
-// statFields are the fields of /proc/<pid>/stat after the command name,
-// which is in parentheses and may hold spaces.
-func statFields(pid int) (comm string, fields []string, err error) {
+// procStat is what sampleCPU needs of /proc/<pid>/stat.
+type procStat struct {
+	comm string
+	ppid int
+	cpu  float64 // utime+stime, seconds
+}
+
+// readStat parses /proc/<pid>/stat. The command name is in parentheses and
+// may hold spaces; after it come state, ppid (field 4), and utime and stime
+// (fields 14 and 15).
+func readStat(pid int) (procStat, error) {
 	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return "", nil, err
+		return procStat{}, err
 	}
 	s := string(raw)
 	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
 	if open < 0 || end < open {
-		return "", nil, fmt.Errorf("/proc/%d/stat: %q", pid, s)
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %q", pid, s)
 	}
-	return s[open+1 : end], strings.Fields(s[end+1:]), nil
-}
-
-func procParent(pid int) (string, int, error) {
-	comm, f, err := statFields(pid)
-	if err != nil || len(f) < 2 {
-		return "", 0, fmt.Errorf("/proc/%d/stat: %v", pid, err)
-	}
-	ppid, err := strconv.Atoi(f[1]) // field 4
-	return comm, ppid, err
-}
-
-// procCPU is utime+stime (fields 14 and 15) in seconds.
-func procCPU(pid int) (float64, error) {
-	_, f, err := statFields(pid)
-	if err != nil {
-		return 0, err
-	}
+	f := strings.Fields(s[end+1:])
 	if len(f) < 13 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
 	}
-	u, err1 := strconv.ParseFloat(f[11], 64)
-	s, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("/proc/%d/stat: %v %v", pid, err1, err2)
+	ppid, err1 := strconv.Atoi(f[1])
+	u, err2 := strconv.ParseFloat(f[11], 64)
+	st, err3 := strconv.ParseFloat(f[12], 64)
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return procStat{}, fmt.Errorf("/proc/%d/stat: %w", pid, err)
 	}
-	return (u + s) / clockTicks, nil
+	return procStat{comm: s[open+1 : end], ppid: ppid, cpu: (u + st) / clockTicks}, nil
 }

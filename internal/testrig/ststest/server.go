@@ -210,14 +210,20 @@ func (s *Server) OperationCalls(op string) []Call {
 
 // CallCount is len(Calls(roleARN)) without the copy.
 func (s *Server) CallCount(roleARN string) int {
+	return s.count(func(c Call) bool { return roleARN == "" || c.RoleARN == roleARN })
+}
+
+// OperationCount is len(OperationCalls(op)) without the copy.
+func (s *Server) OperationCount(op string) int {
+	return s.count(func(c Call) bool { return c.Operation == op })
+}
+
+func (s *Server) count(match func(Call) bool) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if roleARN == "" {
-		return len(s.calls)
-	}
 	n := 0
 	for _, c := range s.calls {
-		if c.RoleARN == roleARN {
+		if match(c) {
 			n++
 		}
 	}
